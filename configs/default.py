@@ -1,0 +1,96 @@
+"""Base config: the paper's method (Hasani & Mahoor, FG 2017) on the synthetic set.
+
+Every field is declared here with a comment; experiment configs import this file and change only what
+differs. The returned config is locked: a misspelt key on the command line or in a variant raises.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+PAPER_MODEL = dict(input_size=299, width=1.0, repeats=(1, 1, 1))
+
+
+def get_base_config():
+  """Returns the unlocked base ConfigDict (variants edit it, then call `lock`)."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Seeds parameter init, dropout, shuffling and fold assignment.
+
+  # --- Data (fer_jax/data): which TFDS builder, where its files live, the per-frame labelling rules.
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "synthetic_expressions"  # synthetic_expressions | ck_plus | mmi | fera
+  c.data.data_dir = config_dict.placeholder(str)  # TFDS data_dir; None: ~/tensorflow_datasets.
+  c.data.manual_dir = config_dict.placeholder(str)  # The user's download (licensed sets); None: TFDS default.
+  c.data.image_size = 299  # S: registered faces are S x S x 3 uint8.
+  c.data.neutral_head = 3  # CK+: the first frames of every sequence labelled neutral (paper: "first few").
+  c.data.neutral_fraction = 0.25  # MMI: fraction of each end labelled neutral when no onset/offset notes.
+  c.data.keep_contempt = False  # CK+: keep contempt as an eighth class instead of dropping it.
+  c.data.use_database_landmarks = True  # CK+: register with the shipped landmarks where present.
+  c.data.skip_unreadable = False  # Skip (and count in the log) unreadable sequences instead of raising.
+  # The synthetic set: its size; deterministic for data.synthetic.seed.
+  c.data.synthetic = ml_collections.ConfigDict()
+  c.data.synthetic.num_subjects = 60
+  c.data.synthetic.sequences_per_subject = 6
+  c.data.synthetic.min_length = 12
+  c.data.synthetic.max_length = 24
+  c.data.synthetic.seed = 0
+  # Stage-1 augmentation of training frames.
+  c.data.augment = ml_collections.ConfigDict()
+  c.data.augment.flip = True  # Random horizontal flip.
+  c.data.augment.crop_fraction = 0.9  # Random crop of this side fraction, resized back to S; 1.0: none.
+  c.data.augment.brightness = 0.1  # Max random brightness change (images in [0, 1]).
+
+  # --- Protocol (fer_jax/data/splits.py).
+  c.protocol = ml_collections.ConfigDict()
+  c.protocol.kind = "subject_independent"  # subject_independent | official (FERA) | cross_db
+  c.protocol.num_folds = 5
+  c.protocol.val_fraction = 0.1  # Of all subjects, per fold.
+  c.protocol.test_fraction = 0.1  # Of all subjects, per fold (paper); None would mean 1/num_folds.
+  c.protocol.folds = config_dict.placeholder(tuple)  # Which folds to run; None: all.
+  c.protocol.heldout = config_dict.placeholder(str)  # cross_db: the test database (ck_plus | mmi | fera).
+
+  # --- Model (fer_jax/models/inception_resnet.py).
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "inception_resnet"
+  c.model.input_size = PAPER_MODEL["input_size"]  # Network input side; frames are resized to it.
+  c.model.width = PAPER_MODEL["width"]  # Multiplier on every conv's channel count (1.0: the paper).
+  c.model.repeats = PAPER_MODEL["repeats"]  # Inception-ResNet-A, -B, -C blocks (paper 1/1/1; v2 5/10/5).
+  c.model.fc1_width = 1024  # FC1 units; FC2 has num_classes units (the CRF input).
+  c.model.dropout = 0.2  # Dropout rate before FC1.
+  c.model.dtype = "float32"  # Compute dtype; "bfloat16" on GPU. Parameters stay float32.
+
+  # --- Stage 1: CNN training (fer_jax/train.py). Durations in steps.
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 64  # Global batch, split over all devices of all hosts.
+  c.train.num_steps = 300_000
+  c.train.learning_rate = 0.01
+  c.train.lr_decay_every = 100_000  # Learning rate divided by 10 (lr_decay_factor) every this many steps.
+  c.train.lr_decay_factor = 0.1
+  c.train.momentum = 0.9
+  c.train.weight_decay = 1e-4  # On conv and dense kernels only (not BN scale/bias or biases).
+  c.train.log_every = 100
+  c.train.eval_every = 2_000  # Validation accuracy; the best checkpoint is kept for stage 2.
+  c.train.checkpoint_every = 2_000
+  c.train.eval_batch_size = 128
+
+  # --- Stage 2: CRF (fer_jax/crf.py).
+  c.crf = ml_collections.ConfigDict()
+  c.crf.features = "logits"  # Model output fed to the CRF: "logits" (FC2, paper) or "features" (FC1).
+  c.crf.solver = "jaxopt"  # jaxopt | optax (both L-BFGS).
+  c.crf.max_iter = 500
+  c.crf.tol = 1e-4  # Gradient-norm tolerance.
+  c.crf.sigma2_grid = (0.01, 0.1, 1.0, 10.0, 100.0)
+  c.crf.train_features = "in_sample"  # in_sample (paper) | cross_fit (out-of-fold CNN outputs).
+  c.crf.cross_fit_folds = 3  # cross_fit: CNNs trained for this many splits of the training subjects.
+  c.crf.sigma2_selection = "validation"  # validation (paper) | inner_cv (over the training subjects).
+  c.crf.inner_cv_folds = 3
+
+  # --- Outputs.
+  c.report = ml_collections.ConfigDict()
+  c.report.table = "I"  # The paper's table to print beside ours: I (subject-independent) or II (cross-db).
+  return c
+
+
+def get_config(arg=None):
+  del arg
+  config = get_base_config()
+  config.lock()
+  return config
