@@ -9,6 +9,37 @@ from ml_collections import config_dict
 PAPER_MODEL = dict(input_size=299, width=1.0, repeats=(1, 1, 1))
 
 
+def parse_arg(arg, **spec):
+  """Parses a config argument "name1,key=value,..." against defaults (big_vision's habit).
+
+  A bare name sets a bool field True; values are converted to the default's type; a key not in spec
+  raises, so a misspelt variant is an error.
+  """
+  result = ml_collections.ConfigDict(spec)
+  for part in (arg or "").split(","):
+    if not part:
+      continue
+    key, _, value = part.partition("=")
+    if key not in spec:
+      raise ValueError(f"Unknown config argument {key!r}; valid: {sorted(spec)}.")
+    if not value:
+      if not isinstance(spec[key], bool):
+        raise ValueError(f"Config argument {key!r} needs a value: {key}=...")
+      value = "True"
+    kind = type(spec[key])
+    result[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+  return result
+
+
+def tiny(c):
+  """Shrinks a config to a CPU smoke run (small input, width, steps); the method is unchanged."""
+  c.data.image_size = 75
+  c.model.update(input_size=75, width=0.125, fc1_width=32)
+  c.train.update(batch_size=16, num_steps=20, log_every=5, eval_every=10, checkpoint_every=10,
+                 eval_batch_size=32)
+  c.crf.update(sigma2_grid=(0.1, 10.0), max_iter=50, cross_fit_folds=2, inner_cv_folds=2)
+
+
 def get_base_config():
   """Returns the unlocked base ConfigDict (variants edit it, then call `lock`)."""
   c = ml_collections.ConfigDict()
@@ -24,6 +55,7 @@ def get_base_config():
   c.data.neutral_fraction = 0.25  # MMI: fraction of each end labelled neutral when no onset/offset notes.
   c.data.keep_contempt = False  # CK+: keep contempt as an eighth class instead of dropping it.
   c.data.use_database_landmarks = True  # CK+: register with the shipped landmarks where present.
+  c.data.register = True  # Real sets: dlib face registration; False: frames are already aligned faces.
   c.data.skip_unreadable = False  # Skip (and count in the log) unreadable sequences instead of raising.
   # The synthetic set: its size; deterministic for data.synthetic.seed.
   c.data.synthetic = ml_collections.ConfigDict()
@@ -82,10 +114,26 @@ def get_base_config():
   c.crf.cross_fit_folds = 3  # cross_fit: CNNs trained for this many splits of the training subjects.
   c.crf.sigma2_selection = "validation"  # validation (paper) | inner_cv (over the training subjects).
   c.crf.inner_cv_folds = 3
+  # Also run the other variants (cross_fit costs cross_fit_folds more CNN trainings per fold) and
+  # report all four (training features x sigma^2 selection) side by side.
+  c.crf.compare_variants = True
 
   # --- Outputs.
   c.report = ml_collections.ConfigDict()
   c.report.table = "I"  # The paper's table to print beside ours: I (subject-independent) or II (cross-db).
+  return c
+
+
+def paper_config(database: str, arg=None, protocol: str = "subject_independent"):
+  """Table I config for one database: the paper's network, optimiser and protocol; ":tiny" shrinks it."""
+  arg = parse_arg(arg, tiny=False)
+  c = get_base_config()
+  c.data.name = database
+  c.protocol.kind = protocol
+  c.report.table = "I"
+  if arg.tiny:
+    tiny(c)
+  c.lock()
   return c
 
 

@@ -1,0 +1,9 @@
+"""Table I, CK+: subject-independent, 5 folds; the paper's network at 299x299 and its optimiser.
+
+Variants: "--config=configs/ck_plus.py:tiny" shrinks everything for a CPU smoke run.
+"""
+from configs import default
+
+
+def get_config(arg=None):
+  return default.paper_config("ck_plus", arg)

@@ -1,0 +1,26 @@
+"""Demo: the whole two-stage method on the synthetic set, on a CPU in a few minutes.
+
+A tiny Inception-ResNet (input 75, width 1/8) on procedurally drawn face sequences, two folds; the CRF
+over the CNN's FC2 outputs, sigma^2 chosen on validation. No download.
+Variants: ":smoke" (tests: a few steps, one fold).
+"""
+from configs import default
+
+
+def get_config(arg=None):
+  arg = default.parse_arg(arg, smoke=False)
+  c = default.get_base_config()
+  c.data.image_size = 75
+  c.data.synthetic.update(num_subjects=30, sequences_per_subject=6, min_length=12, max_length=24)
+  c.protocol.update(num_folds=5, test_fraction=0.2, val_fraction=0.1, folds=(0, 1))
+  c.model.update(input_size=75, width=0.125, fc1_width=64, dropout=0.2)
+  c.train.update(batch_size=32, num_steps=400, learning_rate=0.05, lr_decay_every=300, log_every=50,
+                 eval_every=100, checkpoint_every=100, eval_batch_size=128)
+  c.crf.update(sigma2_grid=(0.1, 1.0, 10.0), max_iter=200, cross_fit_folds=2, inner_cv_folds=2)
+  if arg.smoke:
+    c.data.synthetic.update(num_subjects=10, sequences_per_subject=2, min_length=6, max_length=10)
+    c.protocol.update(folds=(0,))
+    c.train.update(batch_size=16, num_steps=6, eval_every=3, checkpoint_every=3, log_every=2)
+    c.crf.update(sigma2_grid=(1.0,), max_iter=20, compare_variants=False)
+  c.lock()
+  return c

@@ -1,0 +1,9 @@
+"""Table I, GEMEP-FERA: the official train/test split; the paper's network at 299x299 and its optimiser.
+
+Variants: "--config=configs/fera.py:tiny" shrinks everything for a CPU smoke run.
+"""
+from configs import default
+
+
+def get_config(arg=None):
+  return default.paper_config("fera", arg, protocol="official")

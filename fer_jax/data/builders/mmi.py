@@ -1,0 +1,138 @@
+"""TFDS builder for the MMI Facial Expression Database: frontal videos of the six basic emotions.
+
+A session is used when it holds a video and its metadata names an Emotion 1..6 (anger, disgust, fear,
+happiness, sadness, surprise) and, where session.xml gives a view, the view is 0 (frontal). Sessions of
+stills, without an emotion, with another emotion code, or of another view are counted in the log and
+left out (they are not part of the six-emotion set). Per-frame labels: neutral -> apex -> neutral, from
+the session's onset/offset annotation (-oao_aucs.xml) when present, else data.neutral_fraction.
+"""
+import collections
+import os
+import re
+import xml.etree.ElementTree as ET
+
+from absl import logging
+
+from fer_jax.data import labels as labels_lib
+from fer_jax.data.builders import common
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+MMI is licensed: request an account at https://mmifacedb.eu/ and download the sessions with videos of
+the six basic emotions. Unpack the download into manual_dir (data.manual_dir), which must then contain,
+at any depth, a folder named Sessions with one folder per session:
+  Sessions/<n>/S<subject>-<recording>.avi     (the video; n is a session number, S001 the subject)
+  Sessions/<n>/S<subject>-<recording>.xml     (metadata: <Metatag Name="Emotion" Value="1..6"/>)
+  Sessions/<n>/session.xml                    (optional: <track view="0"> = frontal)
+  Sessions/<n>/S<subject>-<recording>-oao_aucs.xml   (optional: onset/apex/offset markers)
+Emotion codes: 1 anger, 2 disgust, 3 fear, 4 happiness, 5 sadness, 6 surprise.
+Alternatively put an index.csv at the root of manual_dir with columns path,subject,sequence,label
+(path: a video file or frame folder relative to manual_dir; label: a class name such as happiness).
+"""
+
+_STEM = re.compile(r"^(S\d+)-(\d+)$")
+
+
+def _parse(path):
+  try:
+    return ET.parse(path).getroot()
+  except (ET.ParseError, OSError) as e:
+    raise ValueError(f"Cannot parse MMI XML file {path}: {e}. Replace it from your download.") from e
+
+
+def read_emotion(path):
+  """The Value of <Metatag Name="Emotion"> as an int, or None if absent; ValueError naming the file."""
+  for tag in _parse(path).iter():
+    if tag.tag.lower() == "metatag" and (tag.get("Name") or "").strip().lower() == "emotion":
+      value = (tag.get("Value") or "").strip()
+      if not re.fullmatch(r"\d+", value):
+        raise ValueError(f"{path}: Emotion value {value!r} is not an integer code (1..6 = "
+                         f"{', '.join(labels_lib.MMI_CODES.values())}).")
+      return int(value)
+  return None
+
+
+def read_view(path):
+  """The first `view` attribute in session.xml (e.g. "0" frontal), or None."""
+  for tag in _parse(path).iter():
+    if tag.get("view") is not None:
+      return tag.get("view").strip()
+  return None
+
+
+def read_onset_offset(path):
+  """(first, last) 1-based marker frame over all action units of an -oao_aucs.xml file, or None."""
+  frames = []
+  for tag in _parse(path).iter():
+    if tag.tag.lower() == "marker" and tag.get("Frame") is not None:
+      try:
+        frames.append(int(tag.get("Frame")))
+      except ValueError:
+        raise ValueError(f"{path}: marker Frame {tag.get('Frame')!r} is not an integer.") from None
+  return (min(frames), max(frames)) if frames else None
+
+
+class Mmi(common.SequenceBuilder, skip_registration=True):
+  """MMI frontal sessions of the six basic emotions: registered frames, neutral-apex-neutral labels."""
+
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+
+  def class_names(self):
+    return labels_lib.BASIC7
+
+  def scan(self, manual_dir):
+    if os.path.isfile(os.path.join(manual_dir, common.INDEX_FILE)):
+      return common.read_index(self, manual_dir, self.class_names())
+    roots = common.find_dirs(manual_dir, "Sessions")
+    if not roots:
+      raise common.missing_error(self, manual_dir, "no Sessions folder")
+    items, left_out, missing = [], collections.Counter(), []
+    for session in common.visible(os.listdir(roots[0])):
+      folder = os.path.join(roots[0], session)
+      if not os.path.isdir(folder):
+        continue
+      names = common.visible(os.listdir(folder))
+      stems = [n[:-4] for n in names if n.lower().endswith(".xml") and _STEM.match(n[:-4])]
+      if not stems:
+        left_out["no metadata"] += 1
+        continue
+      view = read_view(os.path.join(folder, "session.xml")) if "session.xml" in names else None
+      for stem in stems:
+        videos = [n for n in names if os.path.splitext(n)[0] == stem
+                  and os.path.splitext(n)[1].lower() in common.VIDEO_EXTENSIONS]
+        code = read_emotion(os.path.join(folder, stem + ".xml"))
+        if not videos and not any(os.path.splitext(n)[1].lower() in common.IMAGE_EXTENSIONS
+                                  for n in names):
+          missing.append(os.path.relpath(os.path.join(folder, stem), manual_dir))
+        elif not videos:
+          left_out["stills, no video"] += 1
+        elif view not in (None, "0"):
+          left_out[f"view {view}"] += 1
+        elif code is None:
+          left_out["no emotion"] += 1
+        elif code not in labels_lib.MMI_CODES:
+          left_out[f"emotion code {code}"] += 1
+        else:
+          oao = f"{stem}-oao_aucs.xml"
+          onset_offset = read_onset_offset(os.path.join(folder, oao)) if oao in names else None
+          onset, offset = onset_offset or (None, None)
+          items.append(common.Item(
+              key=f"{session}_{stem}", subject=_STEM.match(stem).group(1), sequence=stem,
+              path=os.path.join(folder, videos[0]),
+              label=labels_lib.BASIC7.index(labels_lib.MMI_CODES[code]), onset=onset, offset=offset))
+    if missing:
+      raise common.missing_error(self, manual_dir, f"{len(missing)} sessions have metadata but neither "
+                                 f"a video nor stills (partial download?), e.g. {missing[:5]}")
+    logging.info("mmi: %d frontal six-emotion sessions of %d subjects; left out: %s", len(items),
+                 len({i.subject for i in items}), dict(left_out) or "none")
+    return items
+
+  def frame_labels(self, item, length):
+    return labels_lib.mmi_frame_labels(length, item.label, self.builder_config.neutral_fraction,
+                                       onset=item.onset, offset=item.offset,
+                                       num_classes=len(self.class_names()), sequence=item.sequence)
+
+
+def make_builder(data_config) -> Mmi:
+  """Mmi builder for config.data (image_size, register, neutral_fraction -> BuilderConfig name)."""
+  return common.make(Mmi, common.sequence_config(data_config, nf=data_config.neutral_fraction),
+                     data_config)

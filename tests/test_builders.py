@@ -1,0 +1,237 @@
+"""CK+, MMI and GEMEP-FERA builders end to end on tiny fake copies of each database."""
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+import skimage.data
+import tensorflow_datasets as tfds
+
+from configs import default
+from fer_jax.data import registration
+from fer_jax.data.builders import ck_plus, common, fera, mmi
+import fake_databases as fake
+
+SIZE = 32
+CK_SEQS = [("S005", "001", "3.0000000e+00", 5),  # disgust
+           ("S005", "002", "5.0000000e+00", 4),  # happy
+           ("S010", "001", "2.0000000e+00", 3),  # contempt
+           ("S011", "003", "7.0000000e+00", 1)]  # surprise, one frame
+
+
+def _config(name, root, **changes):
+  d = default.get_config().data
+  d.name, d.data_dir, d.manual_dir = name, str(root / "tfds"), str(root / name)
+  d.image_size, d.register = SIZE, False
+  for k, v in changes.items():
+    setattr(d, k, v)
+  return d
+
+
+def _load(builder):
+  builder.download_and_prepare()
+  return {split: {ex["sequence"].decode(): ex for ex in tfds.as_numpy(builder.as_dataset(split=split))}
+          for split in builder.info.splits}
+
+
+@pytest.fixture(scope="module")
+def ck_root(tmp_path_factory):
+  root = tmp_path_factory.mktemp("ck")
+  truth = fake.write_ck_plus(str(root / "ck_plus"), CK_SEQS, size=SIZE)
+  return root, truth
+
+
+def test_ck_plus_records(ck_root):
+  root, truth = ck_root
+  builder = ck_plus.make_builder(_config("ck_plus", root))
+  records = _load(builder)["train"]
+  assert sorted(records) == ["S005/001", "S005/002", "S011/003"]  # Contempt and unlabelled left out.
+  expected = {"S005/001": [0, 0, 0, 2, 2], "S005/002": [0, 0, 0, 4], "S011/003": [6]}
+  for name, ex in records.items():
+    np.testing.assert_array_equal(ex["labels"], expected[name])
+    np.testing.assert_array_equal(ex["frames"], truth[name][0])  # Grey PNGs -> 3 equal channels.
+    assert ex["subject"].decode() == name[:4]
+  assert builder.info.features["labels"].feature.names == list(
+      ("neutral", "anger", "disgust", "fear", "happiness", "sadness", "surprise"))
+
+
+def test_ck_plus_variants(ck_root):
+  root, _ = ck_root
+  base = ck_plus.make_builder(_config("ck_plus", root))
+  contempt = ck_plus.make_builder(_config("ck_plus", root, keep_contempt=True, neutral_head=1))
+  records = _load(contempt)["train"]
+  assert len(records) == 4
+  np.testing.assert_array_equal(records["S010/001"]["labels"], [0, 7, 7])
+  np.testing.assert_array_equal(records["S005/001"]["labels"], [0, 2, 2, 2, 2])
+  names = {ck_plus.make_builder(_config("ck_plus", root, **kw)).data_dir for kw in (
+      {}, {"image_size": 48}, {"register": True}, {"neutral_head": 1}, {"keep_contempt": True},
+      {"register": True, "use_database_landmarks": False}, {"skip_unreadable": True})}
+  assert len(names) == 7 and base.data_dir in names
+
+
+def test_ck_plus_registration_with_astronaut(tmp_path):
+  photo = skimage.data.astronaut()
+  frames = np.stack([photo, np.roll(photo, (6, -4), axis=(0, 1)), photo])
+  reg = registration.Registrar(64, common.REDETECT_EVERY)
+  pts = reg.landmarks(photo, reg.detect(photo))
+  fake.write_ck_plus(str(tmp_path / "ck_plus"), [("S001", "001", "4.0", 3), ("S001", "002", "1.0", 3)],
+                     grey=False, frames={("S001", "001"): frames, ("S001", "002"): frames[:3]},
+                     landmarks={("S001", "002"): [pts + (5, 0)] * 3}, extra_unlabelled=False)
+  records = _load(ck_plus.make_builder(_config("ck_plus", tmp_path, register=True,
+                                               image_size=64)))["train"]
+  detected, _ = reg.register_sequence(frames)
+  np.testing.assert_array_equal(records["S001/001"]["frames"], detected)
+  # The second sequence ships landmarks: registration uses them, not the detector.
+  np.testing.assert_array_equal(records["S001/002"]["frames"][0], reg.align(photo, pts + (5, 0)))
+  assert not np.array_equal(records["S001/002"]["frames"][0], detected[0])
+
+
+def test_no_face_raises_or_skips(tmp_path, caplog):
+  blank = np.full((3, 64, 64, 3), 120, np.uint8)
+  fake.write_ck_plus(str(tmp_path / "ck_plus"), [("S001", "001", "4.0", 3), ("S002", "001", "1.0", 3)],
+                     frames={("S001", "001"): blank, ("S002", "001"): blank}, extra_unlabelled=False)
+  with pytest.raises(registration.NoFaceError, match="S001/001"):
+    ck_plus.make_builder(_config("ck_plus", tmp_path, register=True)).download_and_prepare()
+  with caplog.at_level(logging.WARNING):
+    builder = ck_plus.make_builder(_config("ck_plus", tmp_path, register=True, skip_unreadable=True))
+    with pytest.raises(common.ManualDataError, match="every sequence was skipped"):
+      _load(builder)
+  assert "skipped 2 of 2 sequences" in caplog.text
+
+
+def test_missing_and_partial_manual_dir(tmp_path):
+  cfg = _config("ck_plus", tmp_path)
+  with pytest.raises(common.ManualDataError) as e:  # Missing folder, through TFDS's own entry point.
+    ck_plus.make_builder(cfg).download_and_prepare()
+  assert "cohn-kanade-images/S005/001" in str(e.value) and "does not exist" in str(e.value)
+  fake.write_ck_plus(str(tmp_path / "ck_plus"), CK_SEQS[:2])
+  shutil.rmtree(tmp_path / "ck_plus" / "extended-cohn-kanade-images")
+  with pytest.raises(common.ManualDataError, match="no cohn-kanade-images folder(.|\n)*Emotion_labels"):
+    ck_plus.make_builder(cfg).download_and_prepare()
+  os.makedirs(tmp_path / "ck_plus" / "cohn-kanade-images" / "S005" / "002")
+  with pytest.raises(common.ManualDataError, match="1 labelled sequences have no frame folder.*S005"):
+    ck_plus.make_builder(cfg).download_and_prepare()
+  for name, module in (("mmi", mmi), ("fera", fera)):
+    with pytest.raises(common.ManualDataError, match="Expected:(.|\n)*licensed"):
+      module.make_builder(_config(name, tmp_path)).download_and_prepare()
+
+
+def test_ck_plus_bad_files(tmp_path, caplog):
+  root = tmp_path / "ck_plus"
+  fake.write_ck_plus(str(root), CK_SEQS[:2], extra_unlabelled=False)
+  frames = root / "extended-cohn-kanade-images" / "cohn-kanade-images"
+  bad = frames / "S005" / "002" / "S005_002_00000002.png"
+  bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+  with pytest.raises(registration.UnreadableImageError, match="S005_002_00000002.png"):
+    ck_plus.make_builder(_config("ck_plus", tmp_path)).download_and_prepare()
+  with caplog.at_level(logging.WARNING):
+    records = _load(ck_plus.make_builder(_config("ck_plus", tmp_path, skip_unreadable=True)))["train"]
+  assert sorted(records) == ["S005/001"] and "skipped 1 of 2" in caplog.text
+  for f in (frames / "S005" / "002").glob("*.png"):  # An empty sequence.
+    f.unlink()
+  with pytest.raises(common.EmptySequenceError, match="S005/002"):
+    ck_plus.make_builder(_config("ck_plus", tmp_path, image_size=30)).download_and_prepare()
+  emotion = next((root / "Emotion_labels" / "Emotion" / "S005" / "001").glob("*_emotion.txt"))
+  emotion.write_text("   9.0000000e+00\n")
+  with pytest.raises(ValueError, match="S005_001_00000005_emotion.txt.*unknown CK"):
+    ck_plus.make_builder(_config("ck_plus", tmp_path, image_size=31)).download_and_prepare()
+
+
+MMI_SESSIONS = [
+    (2, "S001-002", "4", 8, "0", None, False),  # happiness, fraction rule
+    (5, "S001-003", "6", 7, "0", (3, 4, 5), False),  # surprise, annotated onset 3 .. offset 5
+    (9, "S002-001", "1", 6, "0", None, False),  # anger
+    (11, "S002-002", "3", 4, "1", None, False),  # profile view: left out
+    (12, "S003-001", "2", 4, "0", None, True),  # stills: left out
+    (13, "S003-002", "7", 4, "0", None, False),  # not a basic-six code: left out
+    (14, "S003-003", None, 4, "0", None, False),  # no emotion: left out
+]
+
+
+def test_mmi_records(tmp_path):
+  truth = fake.write_mmi(str(tmp_path / "mmi"), MMI_SESSIONS, size=SIZE)
+  records = _load(mmi.make_builder(_config("mmi", tmp_path)))["train"]
+  assert sorted(records) == ["S001-002", "S001-003", "S002-001"]
+  expected = {"S001-002": [0, 0, 4, 4, 4, 4, 0, 0], "S001-003": [0, 0, 6, 6, 6, 0, 0],
+              "S002-001": [0, 1, 1, 1, 1, 0]}
+  for name, ex in records.items():
+    np.testing.assert_array_equal(ex["labels"], expected[name])
+    np.testing.assert_array_equal(ex["frames"], truth[name][0])  # Lossless AVI round trip.
+    assert ex["subject"].decode() == name[:4]
+  other = _load(mmi.make_builder(_config("mmi", tmp_path, neutral_fraction=0.1)))["train"]
+  np.testing.assert_array_equal(other["S002-001"]["labels"], [1] * 6)  # floor(0.6) = 0 per end.
+  next((tmp_path / "mmi").rglob("S002-001.avi")).unlink()  # Partial download: a video is missing.
+  with pytest.raises(common.ManualDataError, match="1 sessions have metadata but neither(.|\n)*S002-001"):
+    mmi.make_builder(_config("mmi", tmp_path, image_size=30)).download_and_prepare()
+
+
+def test_mmi_bad_emotion(tmp_path):
+  fake.write_mmi(str(tmp_path / "mmi"), [(2, "S001-002", "x", 3, "0", None, False)], size=SIZE)
+  with pytest.raises(ValueError, match="S001-002.xml: Emotion value 'x'"):
+    mmi.make_builder(_config("mmi", tmp_path)).download_and_prepare()
+
+
+def test_fera_splits(tmp_path):
+  truth = fake.write_fera(str(tmp_path / "fera"),
+                          train=[("actor01", "train_001", "relief", 4), ("actor01", "train_002", "joy", 3),
+                                 ("actor02", "train_003", "anger", 2)],
+                          test=[("actor05", "test_001", "sadness", 3), ("actor06", "test_002", "fear", 1)],
+                          size=SIZE)
+  splits = _load(fera.make_builder(_config("fera", tmp_path)))
+  assert sorted(splits["train"]) == ["train_001", "train_002", "train_003"]
+  assert sorted(splits["test"]) == ["test_001", "test_002"]
+  for part in splits.values():
+    for name, ex in part.items():
+      frames, word, _ = truth[name]
+      np.testing.assert_array_equal(ex["labels"], [("anger", "fear", "joy", "relief", "sadness").index(
+          word)] * len(frames))
+      np.testing.assert_array_equal(ex["frames"], frames)
+  assert {ex["subject"].decode() for ex in splits["train"].values()} == {"actor01", "actor02"}
+  assert {ex["subject"].decode() for ex in splits["test"].values()} == {"actor05", "actor06"}
+  (tmp_path / "fera" / "GEMEP-FERA" / "test" / "labels" / "test_002.dat").unlink()
+  with pytest.raises(common.ManualDataError, match="1 videos have no <name>.dat(.|\n)*test_002.avi"):
+    fera.make_builder(_config("fera", tmp_path, image_size=30)).download_and_prepare()
+  (tmp_path / "fera" / "GEMEP-FERA" / "test" / "labels" / "test_002.dat").write_text("boredom\n")
+  with pytest.raises(ValueError, match="test_002.dat: expected exactly one FERA class word"):
+    fera.make_builder(_config("fera", tmp_path, image_size=30)).download_and_prepare()
+
+
+def test_index_csv(tmp_path):
+  """Another layout described by index.csv: a frame folder and a video, FERA splits from a column."""
+  truth = fake.write_mmi(str(tmp_path / "src"), [(1, "S001-001", "5", 4, "0", None, False)], size=SIZE)
+  for name in ("mmi", "fera"):
+    root = tmp_path / name
+    os.makedirs(root / "clips" / "a")
+    frames = truth["S001-001"][0]
+    for t, f in enumerate(frames):  # img9 .. img12: the numbers decide the order, not the names.
+      fake.Image.fromarray(f).save(root / "clips" / "a" / f"img{t + 9}.png")
+    video = next((tmp_path / "src").rglob("*.avi"))
+    shutil.copy(video, root / "clips" / "b.avi")
+    (root / "index.csv").write_text("path,subject,sequence,label,split\n"
+                                    "clips/a,P1,seq_a,sadness,train\nclips/b.avi,P2,seq_b,fear,test\n")
+  with pytest.raises(ValueError, match="index.csv names \\['test'\\]"):
+    mmi.make_builder(_config("mmi", tmp_path)).download_and_prepare()
+  splits = _load(fera.make_builder(_config("fera", tmp_path)))
+  (a,), (b,) = splits["train"].values(), splits["test"].values()
+  np.testing.assert_array_equal(a["frames"], truth["S001-001"][0])
+  np.testing.assert_array_equal(b["frames"], truth["S001-001"][0])
+  np.testing.assert_array_equal(a["labels"], [4] * 4)  # FERA5 sadness
+  np.testing.assert_array_equal(b["labels"], [1] * 4)  # FERA5 fear
+  assert (a["subject"], b["subject"]) == (b"P1", b"P2")
+  (tmp_path / "fera" / "index.csv").write_text("path,subject,sequence,label\nclips/a,P1,s,disgust\n")
+  with pytest.raises(ValueError, match="index.csv line 2: unknown label 'disgust'"):
+    fera.make_builder(_config("fera", tmp_path, image_size=30)).download_and_prepare()
+
+
+def test_through_pipeline(tmp_path):
+  """The project's loader (pipeline.load_sequences) surfaces the builder's own errors and records."""
+  from fer_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  with pytest.raises(common.ManualDataError, match="GEMEP-FERA is licensed"):
+    pipeline.load_sequences(_config("fera", tmp_path), split="test")
+  fake.write_fera(str(tmp_path / "fera"), train=[("a1", "t1", "fear", 2)], test=[("a2", "t2", "joy", 3)],
+                  size=SIZE)
+  seqs = pipeline.load_sequences(_config("fera", tmp_path), split="test")
+  assert seqs.class_names == ("anger", "fear", "joy", "relief", "sadness")
+  assert list(seqs.names) == ["t2"] and list(seqs.subjects) == ["a2"]
+  np.testing.assert_array_equal(seqs.labels[0], [2, 2, 2])
