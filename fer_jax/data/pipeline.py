@@ -1,0 +1,306 @@
+"""Input pipeline: TFDS sequences in memory, resumable frame batches for training, exact eval batches.
+
+TensorFlow only reads the data sets and resizes crops; it never takes a GPU (JAX owns the accelerator).
+Batches are NumPy. Training batches are a pure function of (seed, global step), so a restarted job
+resumes the exact stream: epoch e shuffles all frames with np.random.default_rng([seed, e]); global
+batch s holds positions [s * B, (s + 1) * B) of the concatenated epoch stream; host p of P takes the
+p-th slice of B / P of it. Augmentation of the frame at position q of batch s draws from
+np.random.default_rng([seed, s, q]).
+"""
+import concurrent.futures
+import dataclasses
+from typing import Iterator, Optional, Sequence
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+try:
+  tf.config.set_visible_devices([], "GPU")
+except (RuntimeError, ValueError):  # TF already initialised its devices; nothing to hide then.
+  pass
+
+from fer_jax.data import builders  # noqa: E402  (after hiding the GPU from TF)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Sequences:
+  """Labelled sequences in memory.
+
+  Attributes:
+    frames: list of N arrays uint8 [T_i, S, S, 3] (same S for all).
+    labels: list of N arrays int32 [T_i], indices into class_names.
+    subjects: str [N], subject id per sequence.
+    names: str [N], sequence name.
+    class_names: the label names.
+  """
+  frames: list
+  labels: list
+  subjects: np.ndarray
+  names: np.ndarray
+  class_names: tuple
+
+  def __post_init__(self):
+    set_ = lambda k, v: object.__setattr__(self, k, v)
+    set_("frames", list(self.frames))
+    set_("labels", [np.asarray(l, np.int32) if np.issubdtype(np.asarray(l).dtype, np.integer)
+                    else np.asarray(l) for l in self.labels])
+    set_("subjects", np.asarray(self.subjects, dtype=str).reshape(-1))
+    set_("names", np.asarray(self.names, dtype=str).reshape(-1))
+    set_("class_names", tuple(self.class_names))
+    n = len(self.frames)
+    if not len(self.labels) == len(self.subjects) == len(self.names) == n:
+      raise ValueError(f"Sequences: {n} frame arrays but {len(self.labels)} label arrays, "
+                       f"{len(self.subjects)} subjects and {len(self.names)} names; give one of each "
+                       "per sequence.")
+    k = len(self.class_names)
+    size = None
+    for name, f, l in zip(self.names, self.frames, self.labels):
+      if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 4 or f.shape[-1] != 3 \
+          or f.shape[1] != f.shape[2]:
+        got = f"{f.dtype} {f.shape}" if isinstance(f, np.ndarray) else type(f).__name__
+        raise ValueError(f"Sequence {name!r}: frames must be uint8 [T, S, S, 3], got {got}; convert "
+                         "to square RGB uint8 frames.")
+      if len(f) == 0:
+        raise ValueError(f"Sequence {name!r} is empty (0 frames); drop it or give it frames.")
+      if size is not None and f.shape[1] != size:
+        raise ValueError(f"Sequence {name!r}: frames are {f.shape[1]} px but earlier ones {size} px; "
+                         "resize all sequences to one image size.")
+      size = f.shape[1]
+      if l.shape != (len(f),) or not np.issubdtype(l.dtype, np.integer):
+        raise ValueError(f"Sequence {name!r}: labels must be int [T] with T = {len(f)} frames, got "
+                         f"{l.dtype} {l.shape}; give one label per frame.")
+      if l.min() < 0 or l.max() >= k:
+        raise ValueError(f"Sequence {name!r}: labels {sorted(set(l.tolist()))} outside [0, {k}) "
+                         f"for class_names {self.class_names}; fix the labels or the class names.")
+
+  def __len__(self) -> int:
+    return len(self.frames)
+
+  @property
+  def num_frames(self) -> int:
+    """Total frames over all sequences."""
+    return int(sum(len(f) for f in self.frames))
+
+  @property
+  def image_size(self) -> Optional[int]:
+    return self.frames[0].shape[1] if self.frames else None
+
+  def subset(self, indices) -> "Sequences":
+    """The sequences at `indices` (int array), in that order."""
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
+      raise IndexError(f"subset: indices {idx.min()}..{idx.max()} out of range for {len(self)} "
+                       "sequences.")
+    return Sequences([self.frames[i] for i in idx], [self.labels[i] for i in idx],
+                     self.subjects[idx], self.names[idx], self.class_names)
+
+  @classmethod
+  def concat(cls, parts: Sequence["Sequences"]) -> "Sequences":
+    """The sequences of `parts` one after another; all parts must share class_names."""
+    parts = list(parts)
+    if not parts:
+      raise ValueError("Sequences.concat needs at least one Sequences.")
+    for p in parts[1:]:
+      if p.class_names != parts[0].class_names:
+        raise ValueError(f"Sequences.concat: class_names differ ({parts[0].class_names} vs "
+                         f"{p.class_names}); map the labels to one label space first.")
+    return cls(sum((p.frames for p in parts), []), sum((p.labels for p in parts), []),
+               np.concatenate([p.subjects for p in parts]), np.concatenate([p.names for p in parts]),
+               parts[0].class_names)
+
+
+concat = Sequences.concat
+
+
+def load_sequences(data_config, split: str = "train") -> Sequences:
+  """Builds (if needed) and reads a data set split into memory.
+
+  Args:
+    data_config: the `config.data` ConfigDict (name, data_dir, manual_dir, image_size, ...).
+    split: TFDS split name.
+  """
+  builder = builders.make_builder(data_config)
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=data_config.manual_dir))
+  labels_feature = builder.info.features["labels"]
+  class_names = tuple(getattr(labels_feature, "feature", labels_feature).names)
+  total = builder.info.splits[split].num_examples
+  logging.info("Reading %s/%s: %d sequences from %s.", data_config.name, split, total,
+               builder.data_dir)
+  frames, labels, subjects, names = [], [], [], []
+  for i, ex in enumerate(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))):
+    frames.append(ex["frames"])
+    labels.append(ex["labels"].astype(np.int32))
+    subjects.append(ex["subject"].decode())
+    names.append(ex["sequence"].decode())
+    if (i + 1) % 100 == 0 or i + 1 == total:
+      logging.info("Read %d/%d sequences.", i + 1, total)
+  seqs = Sequences(frames, labels, np.array(subjects, dtype=str), np.array(names, dtype=str),
+                   class_names)
+  logging.info("%s/%s: %d sequences, %d frames, %d subjects.", data_config.name, split, len(seqs),
+               seqs.num_frames, len(np.unique(seqs.subjects)))
+  return seqs
+
+
+def _host_batch(batch_size, process_index, process_count) -> int:
+  if process_count < 1 or not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} must lie in [0, process_count={process_count}).")
+  if batch_size < 1 or batch_size % process_count:
+    raise ValueError(f"batch_size={batch_size} (the global batch) must be a positive multiple of "
+                     f"process_count={process_count}; change train.batch_size.")
+  return batch_size // process_count
+
+
+def _flat(seqs: Sequences):
+  """Per flat frame index: (sequence index [F], time index [F], label [F])."""
+  lengths = np.array([len(f) for f in seqs.frames], np.int64)
+  seq_of = np.repeat(np.arange(len(lengths)), lengths)
+  t_of = np.arange(len(seq_of)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+  labels = np.concatenate(seqs.labels).astype(np.int32) if len(seqs) else np.zeros(0, np.int32)
+  return seq_of, t_of, labels
+
+
+def _gather(seqs, seq_of, t_of, flat_idx) -> np.ndarray:
+  return np.stack([seqs.frames[seq_of[i]][t_of[i]] for i in flat_idx])
+
+
+def _augment(images: np.ndarray, augment, seed: int, step: int, positions: np.ndarray) -> np.ndarray:
+  """Flip, crop-and-resize, brightness; per image drawn from default_rng([seed, step, position])."""
+  b, s = images.shape[:2]
+  crop = int(round(float(augment.crop_fraction) * s))
+  if not 1 <= crop <= s:
+    raise ValueError(f"data.augment.crop_fraction={augment.crop_fraction} must lie in (0, 1].")
+  out = np.empty((b, crop, crop, 3), np.uint8)
+  delta = np.zeros(b, np.float32)
+  for i, q in enumerate(positions):
+    rng = np.random.default_rng([seed, step, int(q)])
+    flip = rng.random() < 0.5
+    oy, ox = rng.integers(0, s - crop + 1, size=2)
+    delta[i] = rng.uniform(-1.0, 1.0) * float(augment.brightness) * 255.0
+    img = images[i, oy:oy + crop, ox:ox + crop]
+    out[i] = img[:, ::-1] if (flip and augment.flip) else img
+  if crop != s:
+    x = tf.image.resize(out, (s, s), method="bilinear", antialias=False).numpy()
+  else:
+    x = out.astype(np.float32)
+  x += delta[:, None, None, None]
+  return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def _prefetch(fn, steps) -> Iterator:
+  """Yields fn(step) for each step, computing the next one in a background thread."""
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    steps = iter(steps)
+    pending = pool.submit(fn, next(steps))
+    for step in steps:
+      nxt = pool.submit(fn, step)
+      yield pending.result()
+      pending = nxt
+
+
+def _count_up(start):
+  while True:
+    yield start
+    start += 1
+
+
+def train_batches(seqs: Sequences, batch_size: int, *, seed: int, start_step: int = 0, augment=None,
+                  process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
+  """Endless shuffled frame batches, resumable: the batch of global step s depends on (seed, s) only.
+
+  Args:
+    seqs: the training sequences.
+    batch_size: the global batch B; this host yields B / process_count frames per step.
+    seed: shuffling and augmentation seed.
+    start_step: the first global step to yield (resume).
+    augment: `config.data.augment` (flip, crop_fraction, brightness) or None for no augmentation.
+    process_index, process_count: this host and the number of hosts.
+
+  Yields:
+    {"image": uint8 [b, S, S, 3], "label": int32 [b]}, b = batch_size // process_count.
+  """
+  b = _host_batch(batch_size, process_index, process_count)
+  seq_of, t_of, labels = _flat(seqs)
+  n = len(labels)
+  if n == 0:
+    raise ValueError("train_batches: no training frames; check the data set and the fold.")
+  if start_step < 0:
+    raise ValueError(f"start_step={start_step} must be >= 0.")
+  perms = {}
+
+  def perm(epoch):
+    if epoch not in perms:
+      if len(perms) > 4:
+        perms.pop(min(perms))
+      perms[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
+    return perms[epoch]
+
+  def batch(step):
+    positions = step * batch_size + process_index * b + np.arange(b, dtype=np.int64)
+    epochs, offsets = np.divmod(positions, n)
+    idx = np.empty(b, np.int64)
+    for e in np.unique(epochs):
+      sel = epochs == e
+      idx[sel] = perm(int(e))[offsets[sel]]
+    images = _gather(seqs, seq_of, t_of, idx)
+    if augment is not None:
+      images = _augment(images, augment, seed, step, positions - step * batch_size)
+    return {"image": images, "label": labels[idx]}
+
+  return _prefetch(batch, _count_up(start_step))
+
+
+def eval_batches(seqs: Sequences, batch_size: int, *, process_index: int = 0,
+                 process_count: int = 1) -> Iterator[dict]:
+  """All frames in sequence order, ceil(F / B) global batches, the last padded.
+
+  Yields:
+    {"image": uint8 [b, S, S, 3], "label": int32 [b], "mask": bool [b]}; padding is zeros with mask
+    False. Every host yields the same number of batches; host p gets slice p of each global batch.
+  """
+  b = _host_batch(batch_size, process_index, process_count)
+  seq_of, t_of, labels = _flat(seqs)
+  n = len(labels)
+  s = seqs.image_size or 0
+
+  def batches():
+    for start in range(0, n, batch_size):
+      positions = start + process_index * b + np.arange(b)
+      mask = positions < n
+      real = positions[mask]
+      image = np.zeros((b, s, s, 3), np.uint8)
+      label = np.zeros(b, np.int32)
+      if real.size:
+        image[mask] = _gather(seqs, seq_of, t_of, real)
+        label[mask] = labels[real]
+      yield {"image": image, "label": label, "mask": mask}
+
+  return batches()
+
+
+def sequence_arrays(seqs: Sequences, values: np.ndarray):
+  """Scatters per-frame values back into padded per-sequence arrays (for the CRF).
+
+  Args:
+    seqs: the sequences.
+    values: [F, D], one row per frame in eval_batches order (padding removed), F = seqs.num_frames.
+
+  Returns:
+    x [N, T_max, D] (values.dtype, 0 at padding), tags int32 [N, T_max] (the labels, 0 at padding),
+    mask bool [N, T_max].
+  """
+  values = np.asarray(values)
+  if values.ndim != 2 or len(values) != seqs.num_frames:
+    raise ValueError(f"values must be [num_frames={seqs.num_frames}, D], got {values.shape}; drop "
+                     "the padded rows (mask False) of eval_batches first.")
+  lengths = np.array([len(l) for l in seqs.labels], np.int64)
+  t_max = int(lengths.max()) if len(lengths) else 0
+  mask = np.arange(t_max)[None, :] < lengths[:, None]
+  x = np.zeros((len(seqs), t_max, values.shape[1]), values.dtype)
+  tags = np.zeros((len(seqs), t_max), np.int32)
+  x[mask] = values
+  if len(seqs):
+    tags[mask] = np.concatenate(seqs.labels)
+  return x, tags, mask

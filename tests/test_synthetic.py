@@ -1,0 +1,150 @@
+"""The synthetic data set: drawing, labelling rule, determinism, TFDS round trip, temporal ambiguity."""
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from configs import default
+from fer_jax.data import builders
+from fer_jax.data import synthetic
+
+
+def _records(**kw):
+  args = dict(num_subjects=3, sequences_per_subject=6, min_length=5, max_length=9, size=24, seed=0)
+  args.update(kw)
+  return list(synthetic.generate(**args))
+
+
+def test_generate_is_deterministic_and_seed_dependent():
+  a, b, c = _records(), _records(), _records(seed=1)
+  assert [r["sequence"] for r in a] == [r["sequence"] for r in b]
+  for ra, rb in zip(a, b):
+    np.testing.assert_array_equal(ra["frames"], rb["frames"])
+    np.testing.assert_array_equal(ra["labels"], rb["labels"])
+  assert not all(ra["frames"].shape == rc["frames"].shape and np.array_equal(ra["frames"], rc["frames"])
+                 for ra, rc in zip(a, c))
+
+
+def test_records_format_balance_and_labels():
+  recs = _records(num_subjects=4)
+  assert len(recs) == 24
+  ends_neutral = 0
+  for r in recs:
+    f, l = r["frames"], r["labels"]
+    assert f.dtype == np.uint8 and f.shape[1:] == (24, 24, 3) and 5 <= len(f) <= 9
+    assert l.dtype == np.int32 and l.shape == (len(f),)
+    emotions = set(l.tolist()) - {0}
+    assert len(emotions) == 1 and l[0] == 0  # Neutral head, one emotion.
+    # The emotion frames are one contiguous run (neutral -> apex [-> neutral]).
+    on = np.flatnonzero(l)
+    assert np.all(np.diff(on) == 1)
+    ends_neutral += l[-1] == 0
+  assert ends_neutral == 12  # Kinds alternate: half MMI-like.
+  for i in range(4):  # Each subject shows each of the six emotions once.
+    subj = [r for r in recs if r["subject"] == f"S{i + 1:03d}"]
+    assert sorted(int(r["labels"].max()) for r in subj) == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("kind", synthetic.KINDS)
+def test_labels_follow_intensity_threshold(kind):
+  subject = synthetic.make_subject(np.random.default_rng(3))
+  for seed in range(5):
+    _, labels = synthetic.draw_sequence(subject, 4, 11, kind, 24, np.random.default_rng(seed))
+    # draw_sequence draws the intensity profile first from its rng: recompute it independently.
+    intensity = synthetic.intensity_profile(11, kind, np.random.default_rng(seed))
+    np.testing.assert_array_equal(labels, np.where(intensity < 0.3, 0, 4))
+    assert intensity[0] == 0 and intensity.max() >= 0.6
+    assert labels[0] == 0 and (labels[-1] == 0) == (kind == "onset_apex_offset")
+
+
+def test_bad_arguments_raise():
+  subject = synthetic.make_subject(np.random.default_rng(0))
+  rng = np.random.default_rng(0)
+  with pytest.raises(ValueError, match="emotion"):
+    synthetic.draw_sequence(subject, 0, 5, "onset_apex", 24, rng)
+  with pytest.raises(ValueError, match="kind"):
+    synthetic.draw_sequence(subject, 1, 5, "apex", 24, rng)
+  with pytest.raises(ValueError, match="too short"):
+    synthetic.draw_sequence(subject, 1, 2, "onset_apex_offset", 24, rng)
+  with pytest.raises(ValueError, match="intensity"):
+    synthetic.draw_frame(subject, 1, 1.5, 24, rng)
+  with pytest.raises(ValueError, match="min_length"):
+    next(synthetic.generate(2, 2, 8, 5, 24, 0))
+
+
+def test_subjects_look_different_and_expressions_change_the_face():
+  size = 48
+  subjects = [synthetic.make_subject(np.random.default_rng(i)) for i in range(4)]
+  assert len({s.eye_dist for s in subjects}) == 4 and len({s.skin for s in subjects}) == 4
+  # Same pose/noise draw (same rng seed), different subjects: far apart.
+  neutral = [synthetic.draw_frame(s, 0, 0.0, size, np.random.default_rng(0)).astype(float)
+             for s in subjects]
+  between = min(np.abs(a - b).mean() for i, a in enumerate(neutral) for b in neutral[i + 1:])
+  # Same subject and draw, full expression vs neutral: a visible but local change.
+  s = subjects[0]
+  for emotion in range(1, 7):
+    apex = synthetic.draw_frame(s, emotion, 1.0, size, np.random.default_rng(0)).astype(float)
+    change = np.abs(apex - neutral[0]).mean()
+    assert 0.5 < change < between, (emotion, change, between)
+  f = synthetic.draw_frame(s, 2, 0.5, size, np.random.default_rng(0))
+  assert f.shape == (size, size, 3) and f.dtype == np.uint8
+
+
+def test_single_frames_ambiguous_sequences_not():
+  """Per-frame nearest centroid (per subject, on 2x2-pooled pixels) vs a majority vote per sequence."""
+  size = 32
+  recs = _records(num_subjects=10, sequences_per_subject=12, min_length=8, max_length=14, size=size)
+
+  def feat(frames):
+    x = frames.astype(np.float32).mean(-1).reshape(len(frames), size // 2, 2, size // 2, 2)
+    x = x.mean((2, 4)).reshape(len(frames), -1)
+    x -= x.mean(1, keepdims=True)
+    return x / (x.std(1, keepdims=True) + 1e-6)
+
+  frame_hits, seq_hits = [], []
+  for i in range(10):
+    subj = [r for r in recs if r["subject"] == f"S{i + 1:03d}"]
+    train, test = subj[:6], subj[6:]  # Same six emotions again, new draws.
+    x = np.concatenate([feat(r["frames"]) for r in train])
+    y = np.concatenate([r["labels"] for r in train])
+    centroids = np.stack([x[y == k].mean(0) for k in range(7)])
+    for r in test:
+      pred = np.argmin(((feat(r["frames"])[:, None] - centroids[None]) ** 2).sum(-1), 1)
+      labels = r["labels"]
+      frame_hits.append(pred[labels > 0] == labels[labels > 0])
+      votes = np.bincount(pred[pred > 0], minlength=7)
+      seq_hits.append(votes.argmax() == labels.max())
+  frame_acc, seq_acc = np.concatenate(frame_hits).mean(), np.mean(seq_hits)
+  assert 1 / 7 < frame_acc < 0.8, frame_acc
+  assert seq_acc > frame_acc + 0.1, (frame_acc, seq_acc)
+
+
+def test_builder_round_trip(tmp_path):
+  config = default.get_config()
+  with config.unlocked():
+    config.data.data_dir = str(tmp_path)
+    config.data.image_size = 32
+    config.data.synthetic.update(num_subjects=6, sequences_per_subject=2, min_length=4, max_length=7)
+  builder = builders.make_builder(config.data)
+  assert builder.builder_config.name == "n6_q2_t4-7_s32_seed0"
+  builder.download_and_prepare()
+  read = {ex["sequence"].decode(): ex
+          for ex in tfds.as_numpy(builder.as_dataset(split="train"))}
+  drawn = list(synthetic.generate(6, 2, 4, 7, 32, 0))
+  assert len(read) == len(drawn) == 12
+  for r in drawn:
+    ex = read[r["sequence"]]
+    assert ex["subject"].decode() == r["subject"]
+    np.testing.assert_array_equal(ex["frames"], r["frames"])  # PNG is lossless.
+    np.testing.assert_array_equal(ex["labels"], r["labels"])
+  assert builders.class_names(config.data) == synthetic.BASIC7
+  with config.unlocked():  # Another size is another directory.
+    config.data.image_size = 40
+  assert builders.make_builder(config.data).data_dir != builder.data_dir
+  registered = default.get_config()  # BUILDER_CONFIGS[0]: 60 subjects x 6 sequences, 96 px.
+  with registered.unlocked():
+    registered.data.image_size = 96
+  assert builders.make_builder(registered.data).builder_config.name == "n60_q6_t12-24_s96_seed0"
+  with config.unlocked():
+    config.data.name = "nope"
+  with pytest.raises(ValueError, match="synthetic_expressions"):
+    builders.make_builder(config.data)
