@@ -6,16 +6,19 @@ Workdir layout:
   fold_<k>/result.json          the finished fold (a rerun skips it)
   results.json, report.md, confusion_softmax.png, confusion_crf.png, tensorboard/
 """
+import dataclasses
 import json
 import os
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
 from fer_jax import crf
 from fer_jax import evaluate
+from fer_jax import metrics_writer
 from fer_jax import report
 from fer_jax import train
 from fer_jax.data import labels as labels_lib
@@ -69,7 +72,7 @@ def load_data(config):
       seqs = pipeline.Sequences.concat([
           pipeline.load_sequences(_data_config(config, name, manual), split=s)
           for s in (("train", "test") if name == "fera" else ("train",))])
-      parts[name] = labels_lib.to_shared_sequences(seqs, heldout=heldout, source=name)
+      parts[name] = to_shared_space(seqs, labels_lib.cross_db_classes(heldout), prefix=name)
     train_names = [d for d in DATABASES if d != heldout]
     train_seqs = pipeline.Sequences.concat([parts[n] for n in train_names])
     folds = splits.cross_database_folds(train_seqs.subjects, parts[heldout].subjects,
@@ -78,6 +81,45 @@ def load_data(config):
             f"{', '.join(parts[heldout].class_names)}; validation: {p.val_fraction:.0%} of training subjects.")
     return pipeline.Sequences.concat([train_seqs, parts[heldout]]), folds, heldout, desc
   raise ValueError(f"protocol.kind must be subject_independent, official or cross_db; got {p.kind!r}.")
+
+
+def load_data_in_turn(config):
+  """load_data, with process 0 preparing the TFDS files before the other processes read them."""
+  if jax.process_count() == 1:
+    return load_data(config)
+  if jax.process_index() == 0:
+    out = load_data(config)
+  multihost_utils.sync_global_devices("fer_jax: data prepared")
+  if jax.process_index() != 0:
+    out = load_data(config)
+  return out
+
+
+def to_shared_space(seqs, shared_classes, prefix: str):
+  """Maps a database's sequences into the cross-database label space (see fer_jax/data/labels.py).
+
+  A sequence whose emotion has no counterpart (e.g. disgust, relief) is dropped whole; frames of a
+  class absent from the space (neutral when FERA is held out) are cut from the ends of the sequence.
+  Subject ids become "<prefix>/<id>" so that ids of different databases never collide.
+  """
+  keep_idx, frames, labels = [], [], []
+  neutral = seqs.class_names.index("neutral") if "neutral" in seqs.class_names else -1
+  for i, (x, y) in enumerate(zip(seqs.frames, seqs.labels)):
+    mapped, keep = labels_lib.to_shared(y, seqs.class_names, shared_classes)
+    if not keep[y != neutral].all() or not keep.any():
+      continue
+    run = np.flatnonzero(keep)
+    if run[-1] - run[0] + 1 != run.size:
+      raise ValueError(f"Sequence {seqs.names[i]}: the frames kept in the shared label space are not "
+                       "one contiguous run; check its per-frame labels.")
+    keep_idx.append(i)
+    frames.append(x[keep])
+    labels.append(mapped[keep])
+  logging.info("Shared label space %s: kept %d of %d sequences.", shared_classes, len(keep_idx),
+               len(seqs))
+  subjects = np.array([f"{prefix}/{s}" for s in seqs.subjects[keep_idx]], dtype=object)
+  return pipeline.Sequences(frames=frames, labels=labels, subjects=subjects,
+                            names=seqs.names[keep_idx], class_names=tuple(shared_classes))
 
 
 def train_cnn(config, workdir: str, train_seqs, val_seqs, num_classes: int, seed: int):
@@ -171,7 +213,7 @@ def crf_variants(config, train_sets, val, test, train_subjects, num_classes, see
       if selection == "validation":
         sigma2, _, table = crf.select_sigma2((x, tags, mask), val, config.crf.sigma2_grid,
                                              **_fit_kwargs(config, num_classes))
-        scores = {str(k): v for k, v in dict(table).items()} if isinstance(table, dict) else table
+        scores = table
       else:
         sigma2, scores = select_sigma2_inner_cv(x, tags, mask, train_subjects, config, num_classes,
                                                 seed)
@@ -185,6 +227,8 @@ def crf_variants(config, train_sets, val, test, train_subjects, num_classes, see
 
 
 def _jsonable(x):
+  if hasattr(x, "_asdict"):  # NamedTuple rows, e.g. crf.SelectionRow.
+    return _jsonable(x._asdict())
   if isinstance(x, dict):
     return {str(k): _jsonable(v) for k, v in x.items()}
   if isinstance(x, (list, tuple)):
@@ -243,7 +287,7 @@ def run_fold(config, fold_dir: str, seqs, fold, k: int) -> dict:
 
 def save_crf(path: str, params, sigma2: float):
   """Writes the fold's CRF (the configured variant) for fer_jax.predict."""
-  arrays = {name: np.asarray(getattr(params, name)) for name in crf.CRFParams._fields}
+  arrays = {f.name: np.asarray(getattr(params, f.name)) for f in dataclasses.fields(crf.CRFParams)}
   np.savez(path, sigma2=sigma2, **arrays)
 
 
@@ -253,7 +297,8 @@ def load_crf(path: str):
     raise FileNotFoundError(f"{path} not found: the fold has not finished stage 2; run "
                             "`python -m fer_jax.main` with the same --config and --workdir first.")
   with np.load(path) as z:
-    return crf.CRFParams(**{name: z[name] for name in crf.CRFParams._fields}), float(z["sigma2"])
+    fields = [f.name for f in dataclasses.fields(crf.CRFParams)]
+    return crf.CRFParams(**{name: z[name] for name in fields}), float(z["sigma2"])
 
 
 def _write_json(path: str, obj):
@@ -281,7 +326,7 @@ def run(config, workdir: str) -> dict:
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:  # For fer_jax.predict.
       f.write(config.to_json_best_effort(indent=1))
-  seqs, folds, database, protocol = load_data(config)
+  seqs, folds, database, protocol = load_data_in_turn(config)
   logging.info("%s: %d sequences, %d frames, %d subjects, classes %s; %s", database, len(seqs),
                seqs.num_frames, len(set(seqs.subjects)), seqs.class_names, protocol)
   wanted = range(len(folds)) if config.protocol.folds is None else config.protocol.folds
@@ -311,10 +356,9 @@ def run(config, workdir: str) -> dict:
 
 
 def _write_tensorboard(results: dict, workdir: str):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
-  with writer.as_default():
-    for r in results["folds"]:
-      for m in ("accuracy_softmax", "accuracy_crf"):
-        tf.summary.scalar(f"test/{m}", r[m], step=r["fold"])
+  """Test accuracies per fold to workdir/metrics.jsonl and TensorBoard (step = fold)."""
+  writer = metrics_writer.MetricWriter(workdir)
+  writer.truncate_after(-1)  # A rerun writes every fold again.
+  for r in results["folds"]:
+    writer.write(r["fold"], "test", {m: r[m] for m in ("accuracy_softmax", "accuracy_crf")})
   writer.close()

@@ -2,6 +2,7 @@
 
 Flags, logging, devices, then experiment.run(config, workdir). Every knob lives in the config.
 """
+import logging as logging_std
 import os
 import sys
 
@@ -17,8 +18,18 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file (configs
 flags.DEFINE_string("workdir", None, "Where checkpoints, results.json and report.md are written.")
 flags.DEFINE_bool("distributed", None, "Call jax.distributed.initialize() (multi-host). Default: "
                   "on when SLURM runs more than one task.")
+flags.DEFINE_string("jax_cache", os.path.expanduser("~/.cache/fer_jax/jax"),
+                    "Persistent XLA compilation cache ('' disables): reruns and the cross-fitted CNNs "
+                    "reuse compiled steps.")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
+
+
+class _QuietLibraries(logging_std.Filter):
+  """Drops INFO chatter of orbax (a line per checkpoint thread event); warnings still show."""
+
+  def filter(self, record):
+    return record.levelno >= logging_std.WARNING or "orbax" not in record.pathname
 
 
 def main(argv):
@@ -26,7 +37,10 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")  # JAX owns the accelerators.
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # pylint: disable=g-import-not-at-top
+  if FLAGS.jax_cache:
+    jax.config.update("jax_compilation_cache_dir", FLAGS.jax_cache)
   distributed = FLAGS.distributed
   if distributed is None:
     distributed = int(os.environ.get("SLURM_NTASKS", "1")) > 1
@@ -40,7 +54,6 @@ def main(argv):
   try:
     experiment.run(FLAGS.config, FLAGS.workdir)
   except errors.USER_ERRORS as e:  # A mistake the user can fix: say what and how, no traceback.
-    logging.error("%s: %s", type(e).__name__, e)
     print(f"\nERROR ({type(e).__name__}): {e}", file=sys.stderr)
     sys.exit(2)
 

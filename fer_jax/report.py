@@ -66,7 +66,10 @@ def markdown(results: dict) -> str:
             "| Class | " + " | ".join(classes) + " |",
             "| --- |" + " --- |" * len(classes)]
   for method in ("softmax", "crf"):
-    per_class = np.nanmean(np.array([f[f"per_class_{method}"] for f in results["folds"]], float), 0)
+    per_fold = np.array([f[f"per_class_{method}"] for f in results["folds"]], float)
+    seen = ~np.isnan(per_fold)
+    per_class = np.where(seen.any(0), np.where(seen, per_fold, 0).sum(0) / np.maximum(seen.sum(0), 1),
+                         np.nan)
     cells = " | ".join("n/a" if np.isnan(x) else f"{100 * x:.1f}" for x in per_class)
     lines.append(f"| {'CNN' if method == 'softmax' else 'CNN + CRF'} | {cells} |")
   lines += ["", "Chosen sigma^2 per fold: "

@@ -1,0 +1,191 @@
+"""Frames per second of fer_jax.predict on a generated clip, per stage, with peak memory.
+
+    python -m bench.predict                # demo network (configs/demo.py: input 75, width 1/8)
+    python -m bench.predict --model=paper  # the paper's network (299x299, 1/1/1 blocks), on a GPU
+
+Weights do not change speed, so the bench needs no training: it builds a workdir itself
+(make_random_workdir; the tests use it too) with a randomly initialised CNN saved through the
+trainer's checkpoint code (fer_jax.checkpoint.Checkpointer, the "best" layout that
+train.load_model reads) and a random CRF saved with experiment.save_crf. The clip is the real photo
+skimage.data.astronaut() with small per-frame shifts, rotations and zoom, written with
+imageio-ffmpeg (H.264). Every run goes through predict.predict_video: load (config, CNN checkpoint,
+CRF), decode, dlib registration (--redetect_every), CNN (train.predict_batches, which jit-compiles
+on every call: the XLA compile time after loading is reported separately), CRF (marginals, Viterbi).
+"""
+import json
+import os
+import resource
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+from flax import nnx
+import jax
+import numpy as np
+
+from configs import default as default_config
+from configs import demo as demo_config
+from fer_jax import checkpoint
+from fer_jax import crf
+from fer_jax import experiment
+from fer_jax import models
+from fer_jax import predict
+
+CLASS_NAMES = ("neutral", "anger", "disgust", "fear", "happy", "sadness", "surprise")
+
+FLAGS = flags.FLAGS
+
+
+def make_config(model: str):
+  """The demo config, or the same with the paper's network (input 299 / 1 / 1-1-1 blocks)."""
+  config = demo_config.get_config()
+  if model == "paper":
+    config.unlock()
+    config.data.image_size = default_config.PAPER_MODEL["input_size"]
+    config.model.update(fc1_width=1024, **default_config.PAPER_MODEL)
+    config.lock()
+  return config
+
+
+def random_weights(config, num_classes: int, seed: int = 0) -> dict:
+  """{"params", "batch_stats"} (nnx pure dicts) of a randomly initialised create_model(...).
+
+  Parameters from the model's own initialisers (seed `seed`); BatchNorm statistics drawn at random
+  too (mean ~ N(0, 0.05), var ~ U(0.8, 1.2)), so they are not the identity a fresh model has.
+  """
+  model = models.create_model(config.model, num_classes, nnx.Rngs(params=seed, dropout=seed))
+  _, params, batch_stats, _ = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+  rng = np.random.default_rng(seed)
+
+  def draw(path, x):
+    if str(getattr(path[-1], "key", path[-1])) == "var":
+      return rng.uniform(0.8, 1.2, x.shape).astype(np.float32)
+    return rng.normal(0.0, 0.05, x.shape).astype(np.float32)
+
+  return {"params": jax.tree.map(np.asarray, nnx.to_pure_dict(params)),
+          "batch_stats": jax.tree_util.tree_map_with_path(draw, nnx.to_pure_dict(batch_stats))}
+
+
+def make_random_workdir(config, workdir: str, class_names=CLASS_NAMES, fold: int = 0,
+                        seed: int = 0) -> str:
+  """An experiment workdir with a random CNN and CRF for fold `fold`, laid out as experiment.py's.
+
+  Writes config.json, results.json (class_names), fold_<k>/cnn/best (random_weights saved with
+  fer_jax.checkpoint.Checkpointer as train.py saves its best checkpoint; train.load_model reads it)
+  and fold_<k>/crf.npz (a random CRF, experiment.save_crf). Returns workdir.
+  """
+  k = len(class_names)
+  fold_dir = os.path.join(workdir, f"fold_{fold}")
+  ckpt = checkpoint.Checkpointer(os.path.join(fold_dir, "cnn", "best"), keep=1,
+                                 best_metric="val_accuracy")
+  ckpt.save(0, random_weights(config, k, seed), metrics={"val_accuracy": 0.0})
+  ckpt.close()
+  rng = np.random.default_rng(seed + 1)
+  d = k if config.crf.features == "logits" else config.model.fc1_width
+  r = lambda *shape: rng.normal(0.0, 0.5, shape).astype(np.float32)  # noqa: E731
+  params = crf.CRFParams(weights=r(d, k), bias=r(k),
+                         transitions=r(k, k) + 2 * np.eye(k, dtype=np.float32),
+                         start=r(k), end=r(k))
+  experiment.save_crf(os.path.join(fold_dir, "crf.npz"), params, 1.0)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=1))
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump({"class_names": list(class_names)}, f)
+  return workdir
+
+
+def astronaut_frames(num_frames: int, width: int, height: int, blank=()) -> np.ndarray:
+  """uint8 [T, H, W, 3]: skimage's astronaut photo moving a little per frame; `blank` ones black."""
+  import skimage.data  # pylint: disable=g-import-not-at-top
+  import skimage.transform  # pylint: disable=g-import-not-at-top
+  photo = skimage.data.astronaut()
+  out = np.zeros((num_frames, height, width, 3), np.uint8)
+  for t in range(num_frames):
+    if t in blank:
+      continue
+    scale = 1.2 * height / photo.shape[0] * (1 + 0.03 * np.sin(t / 11))
+    angle = np.deg2rad(4 * np.sin(t / 7))
+    shift = (width / 2 - 0.42 * photo.shape[1] * scale + 0.03 * width * np.sin(t / 5),
+             height * 0.02 * np.cos(t / 9) - 0.1 * height)
+    tform = skimage.transform.SimilarityTransform(scale=scale, rotation=angle, translation=shift)
+    out[t] = skimage.transform.warp(photo, tform.inverse, output_shape=(height, width), order=1,
+                                    preserve_range=True).astype(np.uint8)
+  return out
+
+
+def write_video(path: str, frames: np.ndarray, fps: float = 30.0):
+  """uint8 [T, H, W, 3] -> an H.264 file via imageio-ffmpeg."""
+  import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
+  t, h, w, _ = frames.shape
+  writer = imageio_ffmpeg.write_frames(path, (w, h), fps=fps, macro_block_size=1,
+                                       ffmpeg_log_level="error", quality=8)
+  writer.send(None)
+  for frame in frames:
+    writer.send(np.ascontiguousarray(frame))
+  writer.close()
+
+
+def define_flags():
+  """Bench flags (defined only when run as a script; tests import the helpers)."""
+  flags.DEFINE_enum("model", "demo", ["demo", "paper"], "demo: configs/demo.py network; paper: "
+                    "299x299 Inception-ResNet with 1/1/1 blocks.")
+  flags.DEFINE_integer("frames", 120, "Frames in the generated clip.")
+  flags.DEFINE_string("size", "640x480", "Clip size WxH.")
+  flags.DEFINE_integer("redetect_every", 1, "Face detection every N-th frame (predict's flag).")
+  flags.DEFINE_integer("repeats", 2, "Runs of the whole path (the first includes the jit compile).")
+  flags.DEFINE_string("json_out", None, "Also write the figures here.")
+
+
+def main(argv):
+  del argv
+  width, height = (int(v) for v in FLAGS.size.lower().split("x"))
+  config = make_config(FLAGS.model)
+  events = []  # (end time, seconds) of every XLA lowering + compile.
+
+  def on_event(name, seconds, **_):
+    if name in ("/jax/core/compile/backend_compile_duration",
+                "/jax/core/compile/jaxpr_to_mlir_module_duration"):
+      events.append((time.perf_counter(), seconds))
+  jax.monitoring.register_event_duration_secs_listener(on_event)
+  with tempfile.TemporaryDirectory() as tmp:
+    workdir = make_random_workdir(config, os.path.join(tmp, "workdir"))
+    video = os.path.join(tmp, "astronaut.mp4")
+    write_video(video, astronaut_frames(FLAGS.frames, width, height))
+    runs = []
+    for i in range(FLAGS.repeats):
+      start = time.perf_counter()
+      result = predict.predict_video(workdir, video, redetect_every=FLAGS.redetect_every)
+      total = time.perf_counter() - start
+      loaded = start + result.timings["load"]  # Compiles after loading: the CNN's and the CRF's.
+      runs.append(dict(result.timings, total=total,
+                       compile_after_load=sum(s for end, s in events if end > loaded)))
+      logging.info("run %d: %s", i, runs[-1])
+  last = runs[-1]
+  t = result.num_frames
+  faces = sum(s != predict.NO_FACE for s in result.face_status)
+  figures = {
+      "model": FLAGS.model, "device": jax.devices()[0].device_kind, "frames": t,
+      "faces": faces, "size": f"{width}x{height}", "redetect_every": FLAGS.redetect_every,
+      "fps_total_first_run": t / runs[0]["total"],
+      "fps_total": t / last["total"],
+      "fps_excluding_load_and_compile": t / (last["total"] - last["load"]
+                                             - last["compile_after_load"]),
+      "fps_per_stage": {k: t / last[k] for k in ("decode", "registration", "cnn", "crf")},
+      "seconds_per_stage": {k: round(v, 4) for k, v in last.items()},
+      "compile_after_load_s_per_run": [round(r["compile_after_load"], 3) for r in runs],
+      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+  }
+  if jax.devices()[0].platform == "gpu":
+    stats = jax.devices()[0].memory_stats() or {}
+    figures["peak_device_mib"] = stats.get("peak_bytes_in_use", 0) / 2**20
+  print(json.dumps(figures, indent=1))
+  if FLAGS.json_out:
+    with open(FLAGS.json_out, "w") as f:
+      json.dump(figures, f, indent=1)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)

@@ -1,0 +1,737 @@
+"""Linear-chain CRF in pure JAX: inference, decoding, likelihood and full-batch fit.
+
+Conventions (DESIGN.md):
+  unaries [B, T, K] float32; transitions [K, K] with transitions[i, j] the score of label i at step
+  t-1 followed by label j at step t; mask [B, T] bool, each row a prefix of True of length >= 1;
+  optional start [K] and end [K] (None means zero).
+
+  score(y) = sum_t unaries[t, y_t] + sum_{t>=1} transitions[y_{t-1}, y_t] + start[y_0] + end[y_{L-1}]
+
+over the unmasked steps only. Everything is batched, in log space, jit- and grad-traceable. The forward
+recursion keeps a max-normalised message plus a running log-offset, so T = 10,000 with unaries of
+magnitude 50 stays finite and float32-exact. `method="sequential"` runs a lax.scan (O(T) depth);
+`method="parallel"` runs jax.lax.associative_scan over log-semiring [K, K] matrix products
+(O(log T) depth, for long videos on accelerators). Values at masked steps are replaced by zero before
+use, so they have no effect and get zero gradient. The sequential log Z has a custom VJP: its
+gradient is the explicit forward-backward (marginals, pairwise marginals), so it supports
+reverse-mode (grad, also nested) but not forward-mode (jvp, jacfwd); method="parallel" supports both.
+
+Input checks (shapes always; mask prefix, tag range, finiteness only for concrete arrays) raise
+ValueError naming the argument; they are skipped for tracers so every function stays jit-able.
+"""
+import functools
+from typing import Any, NamedTuple
+
+from absl import logging
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_METHODS = ("sequential", "parallel")
+_SOLVERS = ("jaxopt", "optax")
+# Log-semiring "zero" for the identity matrix at masked steps; finite so no inf - inf appears.
+_NEG = -1e30
+
+
+# ----------------------------------------------------------------------------- input checks
+
+
+def _is_concrete(*xs) -> bool:
+  return not any(isinstance(x, jax.core.Tracer) for x in xs if x is not None)
+
+
+def _check_inputs(unaries, transitions, mask, start=None, end=None, tags=None, method=None):
+  """Checks shapes (always) and values (concrete inputs only); returns (B, T, K)."""
+  if method is not None and method not in _METHODS:
+    raise ValueError(f"method must be one of {_METHODS}, got {method!r}.")
+  if jnp.ndim(unaries) != 3:
+    raise ValueError(f"unaries must be [B, T, K], got shape {jnp.shape(unaries)}.")
+  b, t, k = jnp.shape(unaries)
+  if t < 1 or k < 1:
+    raise ValueError(f"unaries must have T >= 1 and K >= 1, got shape {jnp.shape(unaries)}.")
+  if jnp.shape(transitions) != (k, k):
+    raise ValueError(
+        f"transitions must be [K, K] = {(k, k)} to match unaries {jnp.shape(unaries)}, "
+        f"got {jnp.shape(transitions)}.")
+  if jnp.shape(mask) != (b, t):
+    raise ValueError(f"mask must be [B, T] = {(b, t)} to match unaries, got {jnp.shape(mask)}.")
+  for name, v in (("start", start), ("end", end)):
+    if v is not None and jnp.shape(v) != (k,):
+      raise ValueError(f"{name} must be [K] = {(k,)} or None, got {jnp.shape(v)}.")
+  if tags is not None:
+    if jnp.shape(tags) != (b, t):
+      raise ValueError(f"tags must be [B, T] = {(b, t)} to match unaries, got {jnp.shape(tags)}.")
+    if not jnp.issubdtype(jnp.result_type(tags), jnp.integer):
+      raise ValueError(f"tags must be an integer array, got dtype {jnp.result_type(tags)}.")
+  if _is_concrete(mask):
+    _check_mask(np.asarray(mask))
+    if tags is not None and _is_concrete(tags):
+      _check_tags(np.asarray(tags), np.asarray(mask, bool), k)
+  return b, t, k
+
+
+def _check_mask(mask: np.ndarray, name: str = "mask"):
+  m = mask.astype(bool)
+  if mask.dtype != bool and not np.all((mask == 0) | (mask == 1)):
+    raise ValueError(f"{name} must be boolean (or 0/1), got values other than 0 and 1.")
+  empty = np.flatnonzero(~m[:, 0])
+  if empty.size:
+    raise ValueError(
+        f"{name} row(s) {empty[:5].tolist()} are empty or do not start with True; every row must be "
+        "a prefix of True of length >= 1 (drop empty sequences).")
+  bad = np.flatnonzero(np.any(m[:, 1:] & ~m[:, :-1], axis=1))
+  if bad.size:
+    raise ValueError(
+        f"{name} row(s) {bad[:5].tolist()} are not a prefix of True (a True after a False); put the "
+        "valid steps first and pad at the end.")
+
+
+def _check_tags(tags: np.ndarray, mask: np.ndarray, k: int, name: str = "tags"):
+  valid = tags[mask]
+  if valid.size and (valid.min() < 0 or valid.max() >= k):
+    raise ValueError(
+        f"{name} must lie in [0, K) = [0, {k}) at unmasked steps, got range "
+        f"[{valid.min()}, {valid.max()}]; pass num_classes or fix the labels.")
+
+
+def _prepare(unaries, transitions, mask, start, end):
+  """Casts, zeroes masked unaries (no effect, zero gradient) and fills missing start/end."""
+  mask = jnp.asarray(mask).astype(bool)
+  unaries = jnp.asarray(unaries)
+  dtype = jnp.result_type(unaries, jnp.float32)
+  unaries = jnp.where(mask[..., None], unaries.astype(dtype), 0)
+  transitions = jnp.asarray(transitions, dtype)
+  k = unaries.shape[-1]
+  start = jnp.zeros((k,), dtype) if start is None else jnp.asarray(start, dtype)
+  end = jnp.zeros((k,), dtype) if end is None else jnp.asarray(end, dtype)
+  return unaries, transitions, mask, start, end
+
+
+# ----------------------------------------------------------------------------- log-space inference
+
+
+def _lse(x, axis):
+  """logsumexp of finite x (messages here are always finite): max + log(sum(exp(x - max)))."""
+  m = jnp.max(x, axis=axis, keepdims=True)
+  return jnp.squeeze(m, axis) + jnp.log(jnp.sum(jnp.exp(x - m), axis=axis))
+
+
+# Below this spread of transition scores (max - min) the sum over the previous label inside the
+# log-sum-exp can use one precomputed shift per column instead of a per-entry max: every column then
+# has a term >= exp(-60), far above float32 underflow, so the result is as exact as the per-entry
+# form while taking B*K instead of B*K*K exponentials per step (a small [B, K] @ [K, K] product).
+# Wider spreads (e.g. hard constraints) take the per-entry form; lax.cond picks once per call.
+_SHIFTED_SPREAD = 60.0
+_HI = jax.lax.Precision.HIGHEST
+
+
+def _use_shifted(transitions):
+  return jnp.max(transitions) - jnp.min(transitions) < _SHIFTED_SPREAD
+
+
+def _alphas(unaries, transitions, mask, start):
+  """Forward pass in log space. Returns max-normalised alphas [T, B, K] and log-offsets [B]."""
+  return jax.lax.cond(_use_shifted(transitions), functools.partial(_alphas_impl, shifted=True),
+                      functools.partial(_alphas_impl, shifted=False), unaries, transitions, mask,
+                      start)
+
+
+def _alphas_impl(unaries, transitions, mask, start, shifted):
+  alpha = start + unaries[:, 0]  # [B, K]
+  offset = jnp.max(alpha, axis=-1)
+  alpha = alpha - offset[:, None]
+  col_max = jnp.max(transitions, axis=0)  # [K]
+  col_exp = jnp.exp(transitions - col_max)  # [K, K], entries in (exp(-60), 1]
+
+  def step(carry, xs):
+    alpha, offset, comp = carry  # alpha <= 0 with max 0
+    u_t, m_t = xs  # [B, K], [B]
+    if shifted:
+      scores = jnp.log(jnp.matmul(jnp.exp(alpha), col_exp, precision=_HI)) + col_max + u_t
+    else:
+      scores = _lse(alpha[:, :, None] + transitions[None], axis=1) + u_t
+    c = jnp.max(scores, axis=-1)
+    alpha = jnp.where(m_t[:, None], scores - c[:, None], alpha)
+    offset, comp = _kahan_add(offset, comp, jnp.where(m_t, c, 0))
+    return (alpha, offset, comp), alpha
+
+  xs = (jnp.swapaxes(unaries[:, 1:], 0, 1), jnp.swapaxes(mask[:, 1:], 0, 1))
+  init = (alpha, offset, jnp.zeros_like(offset))
+  (_, offset, comp), alphas = jax.lax.scan(step, init, xs)
+  return jnp.concatenate([alpha[None], alphas], axis=0), offset - comp
+
+
+def _betas_impl(unaries, transitions, mask, end, shifted):
+  """Backward pass in log space. Returns max-normalised betas [T, B, K] (end at each last step)."""
+  beta = jnp.broadcast_to(end - jnp.max(end), unaries[:, 0].shape)
+  row_max = jnp.max(transitions, axis=1)  # [K]
+  row_exp = jnp.exp(transitions - row_max[:, None])
+
+  def step(beta, xs):
+    u_t, m_t = xs  # step t's unaries and mask; produces beta_{t-1}
+    v = u_t + beta
+    if shifted:
+      v = v - jnp.max(v, axis=-1, keepdims=True)
+      scores = jnp.log(jnp.matmul(jnp.exp(v), row_exp.T, precision=_HI)) + row_max
+    else:
+      scores = _lse(transitions[None] + v[:, None, :], axis=2)
+    new = jnp.where(m_t[:, None], scores - jnp.max(scores, axis=-1, keepdims=True), beta)
+    return new, new
+
+  xs = (jnp.swapaxes(unaries[:, 1:], 0, 1), jnp.swapaxes(mask[:, 1:], 0, 1))
+  _, betas = jax.lax.scan(step, beta, xs, reverse=True)
+  return jnp.concatenate([betas, beta[None]], axis=0)
+
+
+def _forward_backward(unaries, transitions, mask, start, end):
+  """Sequential forward-backward.
+
+  Returns:
+    log Z [B]; marginals [B, T, K] (zero at masked steps); pairwise marginals summed over steps in a
+    factored form (left [T-1, B, K], right [T-1, B, K], scale [K, K], dense [B, K, K]) meaning
+    pair_b[i, j] = scale[i, j] * sum_t left[t, b, i] * right[t, b, j] + dense[b, i, j].
+  """
+  return jax.lax.cond(_use_shifted(transitions),
+                      functools.partial(_forward_backward_impl, shifted=True),
+                      functools.partial(_forward_backward_impl, shifted=False),
+                      unaries, transitions, mask, start, end)
+
+
+def _forward_backward_impl(unaries, transitions, mask, start, end, shifted):
+  alphas, offset = _alphas_impl(unaries, transitions, mask, start, shifted)
+  betas = _betas_impl(unaries, transitions, mask, end, shifted)
+  log_z = offset + _lse(alphas[-1] + end, axis=-1)
+  post = alphas + betas  # [T, B, K], log p(y_t) up to a per-step constant
+  probs = jnp.exp(post - _lse(post, axis=-1)[..., None])
+  probs = jnp.swapaxes(jnp.where(jnp.swapaxes(mask, 0, 1)[..., None], probs, 0), 0, 1)
+  m = jnp.swapaxes(mask[:, 1:], 0, 1).astype(unaries.dtype)  # [T-1, B]
+  v = jnp.swapaxes(unaries[:, 1:], 0, 1) + betas[1:]  # [T-1, B, K]
+  b, k = unaries.shape[0], unaries.shape[-1]
+  if shifted:
+    # xi_t[i, j] = a_i E_ij w_j / Z_t with a = exp(alpha) (max 1), w = exp(v - max v) (max 1) and
+    # E = exp(tr - max tr) >= exp(-60): Z_t = a E w^T never underflows. Summing over t (and b, in
+    # the backward pass) is then one [K, (T-1) B] @ [(T-1) B, K] product.
+    a = jnp.exp(alphas[:-1])
+    w = jnp.exp(v - jnp.max(v, axis=-1, keepdims=True))
+    e = jnp.exp(transitions - jnp.max(transitions))
+    z = jnp.sum(jnp.matmul(a, e, precision=_HI) * w, axis=-1)  # [T-1, B]
+    pair = (a * (m / z)[..., None], w, e, jnp.zeros((b, k, k), unaries.dtype))
+  else:
+    lw = alphas[:-1, :, :, None] + transitions + v[:, :, None, :]  # [T-1, B, K, K]
+    ex = jnp.exp(lw - jnp.max(lw, axis=(-2, -1), keepdims=True))
+    xi = ex / jnp.sum(ex, axis=(-2, -1), keepdims=True)
+    dense = jnp.einsum("tbij,tb->bij", xi, m, precision=_HI)
+    pair = (jnp.zeros_like(v), jnp.zeros_like(v), jnp.zeros_like(transitions), dense)
+  return log_z, probs, pair
+
+
+@jax.custom_vjp
+def _log_z_sequential(unaries, transitions, mask, start, end):
+  alphas, offset = _alphas(unaries, transitions, mask, start)
+  return offset + _lse(alphas[-1] + end, axis=-1)
+
+
+def _log_z_sequential_fwd(unaries, transitions, mask, start, end):
+  log_z, probs, pair = _forward_backward(unaries, transitions, mask, start, end)
+  return log_z, (probs, pair, mask)
+
+
+def _log_z_sequential_bwd(res, g):
+  """d log Z / d unaries = marginals; / d transitions = pairwise marginals; start, end likewise."""
+  probs, (left, right, scale, dense), mask = res
+  last = jnp.sum(mask, axis=-1) - 1
+  last_probs = jnp.take_along_axis(probs, last[:, None, None], axis=1)[:, 0]
+  k = probs.shape[-1]
+  left = jnp.reshape(left * g[None, :, None], (-1, k))
+  g_tr = (scale * jnp.matmul(left.T, jnp.reshape(right, (-1, k)), precision=_HI)
+          + jnp.einsum("bij,b->ij", dense, g, precision=_HI))
+  return (probs * g[:, None, None], g_tr, None,
+          jnp.matmul(g, probs[:, 0], precision=_HI), jnp.matmul(g, last_probs, precision=_HI))
+
+
+_log_z_sequential.defvjp(_log_z_sequential_fwd, _log_z_sequential_bwd)
+
+
+def _forward_sequential(unaries, transitions, mask, start, end):
+  """log Z by lax.scan forward (and, under grad, backward) passes. Returns [B]."""
+  return _log_z_sequential(unaries, transitions, mask, start, end)
+
+
+def _kahan_add(total, comp, x):
+  """Compensated summation: total + x with the rounding error carried in comp (float32-exact)."""
+  y = x - comp
+  new = total + y
+  return new, (new - total) - y
+
+
+def _log_matmul(x, y):
+  """Log-semiring product of normalised matrices: (x, cx) (y, cy) -> (x (*) y, offset)."""
+  a, ca = x
+  b, cb = y
+  c = jax.nn.logsumexp(a[..., :, :, None] + b[..., None, :, :], axis=-2)
+  m = jnp.max(c, axis=(-2, -1))
+  return c - m[..., None, None], ca + cb + m
+
+
+def _forward_parallel(unaries, transitions, mask, start, end):
+  """log Z by jax.lax.associative_scan over [K, K] log-semiring products. Returns [B]."""
+  b, t, k = unaries.shape
+  alpha0 = start + unaries[:, 0]  # [B, K]
+  if t == 1:
+    return jax.nn.logsumexp(alpha0 + end, axis=-1)
+  mats = transitions[None, None] + unaries[:, 1:, None, :]  # [B, T-1, K, K]
+  eye = jnp.where(jnp.eye(k, dtype=bool), 0.0, _NEG).astype(mats.dtype)
+  mats = jnp.where(mask[:, 1:, None, None], mats, eye)  # masked steps: identity
+  c = jnp.max(mats, axis=(-2, -1))
+  prods, offs = jax.lax.associative_scan(_log_matmul, (mats - c[..., None, None], c), axis=1)
+  total = alpha0[:, :, None] + prods[:, -1] + end[None, None, :]
+  return offs[:, -1] + jax.nn.logsumexp(total, axis=(-2, -1))
+
+
+def log_partition(unaries, transitions, mask, *, start=None, end=None, method="sequential"):
+  """Log partition function log Z.
+
+  Args:
+    unaries: [B, T, K] float32.
+    transitions: [K, K] float32, transitions[i, j] scores i at t-1 -> j at t.
+    mask: [B, T] bool, rows are prefixes of True (length >= 1).
+    start, end: optional [K] float32 (None means zero).
+    method: "sequential" (lax.scan) or "parallel" (associative_scan, O(log T) depth).
+
+  Returns:
+    [B] float32.
+  """
+  _check_inputs(unaries, transitions, mask, start, end, method=method)
+  return _log_partition(unaries, transitions, mask, start, end, method)
+
+
+@functools.partial(jax.jit, static_argnums=5)
+def _log_partition(unaries, transitions, mask, start, end, method):
+  args = _prepare(unaries, transitions, mask, start, end)
+  fwd = _forward_sequential if method == "sequential" else _forward_parallel
+  return fwd(*args)
+
+
+def sequence_score(unaries, tags, transitions, mask, *, start=None, end=None):
+  """Score of the given label sequences over the unmasked steps.
+
+  Args:
+    unaries: [B, T, K] float32.
+    tags: [B, T] int, in [0, K) at unmasked steps (anything at masked steps).
+    transitions: [K, K]; mask: [B, T] bool; start, end: optional [K].
+
+  Returns:
+    [B] float32.
+  """
+  _check_inputs(unaries, transitions, mask, start, end, tags=tags)
+  return _sequence_score(unaries, tags, transitions, mask, start, end)
+
+
+@jax.jit
+def _sequence_score(unaries, tags, transitions, mask, start, end):
+  unaries, transitions, mask, start, end = _prepare(unaries, transitions, mask, start, end)
+  # One-hot contractions instead of gathers: their gradients are dense matmuls, not scatters.
+  k = unaries.shape[-1]
+  onehot = jax.nn.one_hot(jnp.asarray(tags), k, dtype=unaries.dtype) * mask[..., None]  # [B, T, K]
+  score = jnp.einsum("btk,btk->b", unaries, onehot, precision=_HI)
+  score += jnp.einsum("bti,ij,btj->b", onehot[:, :-1], transitions, onehot[:, 1:], precision=_HI)
+  last = jnp.sum(mask, axis=-1) - 1
+  last_onehot = jnp.take_along_axis(onehot, last[:, None, None], axis=1)[:, 0]
+  return (score + jnp.matmul(onehot[:, 0], start, precision=_HI)
+          + jnp.matmul(last_onehot, end, precision=_HI))
+
+
+def log_likelihood(unaries, tags, transitions, mask, *, start=None, end=None, method="sequential"):
+  """log p(tags | unaries) = score(tags) - log Z. Shapes as sequence_score; returns [B] float32."""
+  _check_inputs(unaries, transitions, mask, start, end, tags=tags, method=method)
+  return _log_likelihood(unaries, tags, transitions, mask, start, end, method)
+
+
+@functools.partial(jax.jit, static_argnums=6)
+def _log_likelihood(unaries, tags, transitions, mask, start, end, method):
+  return (_sequence_score(unaries, tags, transitions, mask, start, end)
+          - _log_partition(unaries, transitions, mask, start, end, method))
+
+
+def marginals(unaries, transitions, mask, *, start=None, end=None, method="sequential"):
+  """Per-step label marginals p(y_t = k), exact (forward-backward; parallel: grad of log Z).
+
+  Returns:
+    [B, T, K] float32; rows at masked steps are zero.
+  """
+  _check_inputs(unaries, transitions, mask, start, end, method=method)
+  return _marginals(unaries, transitions, mask, start, end, method)
+
+
+@functools.partial(jax.jit, static_argnums=5)
+def _marginals(unaries, transitions, mask, start, end, method):
+  unaries, transitions, mask, start, end = _prepare(unaries, transitions, mask, start, end)
+  if method == "sequential":
+    return _forward_backward(unaries, transitions, mask, start, end)[1]
+  f = lambda u: jnp.sum(_forward_parallel(u, transitions, mask, start, end))
+  # Masked unaries enter only through a where in _prepare, so their gradient (marginal) is zero.
+  return jnp.where(mask[..., None], jax.grad(f)(unaries), 0)
+
+
+def viterbi_decode(unaries, transitions, mask, *, start=None, end=None):
+  """Most likely label sequence (max-sum with back-pointers, lax.scan both ways).
+
+  Returns:
+    tags: [B, T] int32, 0 at masked steps (any optimal path on ties).
+    best_score: [B] float32, the score of the returned path.
+  """
+  _check_inputs(unaries, transitions, mask, start, end)
+  return _viterbi_decode(unaries, transitions, mask, start, end)
+
+
+@jax.jit
+def _viterbi_decode(unaries, transitions, mask, start, end):
+  unaries, transitions, mask, start, end = _prepare(unaries, transitions, mask, start, end)
+  b, _, k = unaries.shape
+  delta = start + unaries[:, 0]
+  offset = jnp.max(delta, axis=-1)
+  delta = delta - offset[:, None]
+  ident = jnp.broadcast_to(jnp.arange(k, dtype=jnp.int32), (b, k))
+
+  def fwd(carry, xs):
+    delta, offset, comp = carry
+    u_t, m_t = xs
+    cand = delta[:, :, None] + transitions[None]  # [B, K_prev, K]
+    bp = jnp.argmax(cand, axis=1).astype(jnp.int32)
+    scores = jnp.max(cand, axis=1) + u_t
+    c = jnp.max(scores, axis=-1)
+    delta = jnp.where(m_t[:, None], scores - c[:, None], delta)
+    offset, comp = _kahan_add(offset, comp, jnp.where(m_t, c, 0))
+    return (delta, offset, comp), jnp.where(m_t[:, None], bp, ident)
+
+  xs = (jnp.swapaxes(unaries[:, 1:], 0, 1), jnp.swapaxes(mask[:, 1:], 0, 1))
+  init = (delta, offset, jnp.zeros_like(offset))
+  (delta, offset, comp), bps = jax.lax.scan(fwd, init, xs)  # bps [T-1, B, K]
+  final = delta + end
+  last = jnp.argmax(final, axis=-1).astype(jnp.int32)
+  best = offset + (jnp.max(final, axis=-1) - comp)
+
+  def bwd(y, bp):
+    prev = jnp.take_along_axis(bp, y[:, None], axis=-1)[:, 0]
+    return prev, prev
+
+  _, prevs = jax.lax.scan(bwd, last, bps, reverse=True)  # prevs[t] = y_t for t < T-1
+  tags = jnp.concatenate([jnp.swapaxes(prevs, 0, 1), last[:, None]], axis=1)
+  return jnp.where(mask, tags, 0).astype(jnp.int32), best
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+@flax.struct.dataclass
+class CRFParams:
+  """CRF parameters (a pytree). unaries = features @ weights + bias.
+
+  Attributes:
+    weights: [D, K] float32.
+    bias: [K] float32.
+    transitions: [K, K] float32 (i at t-1 -> j at t).
+    start: [K] float32.
+    end: [K] float32.
+  """
+  weights: jax.Array
+  bias: jax.Array
+  transitions: jax.Array
+  start: jax.Array
+  end: jax.Array
+
+  @classmethod
+  def zeros(cls, num_features: int, num_classes: int) -> "CRFParams":
+    k = num_classes
+    z = lambda *s: jnp.zeros(s, jnp.float32)
+    return cls(weights=z(num_features, k), bias=z(k), transitions=z(k, k), start=z(k), end=z(k))
+
+  def unaries(self, features):
+    """features [..., D] -> unaries [..., K] float32."""
+    return jnp.matmul(jnp.asarray(features, jnp.float32), self.weights,
+                      precision=jax.lax.Precision.HIGHEST) + self.bias
+
+
+def unaries(params: CRFParams, features):  # pylint: disable=redefined-outer-name
+  """features [N, T, D] float32 -> unaries [N, T, K] float32."""
+  return params.unaries(features)
+
+
+def _check_features(features, mask, name="features"):
+  if jnp.ndim(features) != 3:
+    raise ValueError(f"{name} must be [N, T, D], got shape {jnp.shape(features)}.")
+  if jnp.shape(mask) != jnp.shape(features)[:2]:
+    raise ValueError(
+        f"mask must be [N, T] = {jnp.shape(features)[:2]} to match {name}, got {jnp.shape(mask)}.")
+  if _is_concrete(features, mask):
+    _check_mask(np.asarray(mask))
+    f = np.asarray(features)
+    if not np.all(np.isfinite(f)):
+      n = np.flatnonzero(~np.all(np.isfinite(f.reshape(len(f), -1)), axis=1))
+      raise ValueError(
+          f"{name} contain non-finite values (NaN/inf) in sequence(s) {n[:5].tolist()}; clean or "
+          "drop them (padded steps must be finite too, e.g. zeros).")
+
+
+def _check_params(params, d):
+  if not isinstance(params, CRFParams):
+    raise ValueError(f"params must be a CRFParams, got {type(params).__name__}.")
+  if params.weights.shape[0] != d:
+    raise ValueError(
+        f"features have D = {d} but params.weights is {params.weights.shape}; use the features the "
+        "CRF was fitted on.")
+
+
+def predict(params: CRFParams, features, mask):
+  """Viterbi labels. features [N, T, D], mask [N, T] bool -> tags [N, T] int32 (0 at masked steps)."""
+  _check_features(features, mask)
+  _check_params(params, jnp.shape(features)[-1])
+  return _predict(params, features, mask)
+
+
+@jax.jit
+def _predict(params, features, mask):
+  return _viterbi_decode(params.unaries(features), params.transitions, mask, params.start,
+                         params.end)[0]
+
+
+def predict_marginals(params: CRFParams, features, mask, *, method="sequential"):
+  """Per-frame posteriors. features [N, T, D], mask [N, T] -> [N, T, K] float32 (zero rows masked)."""
+  _check_features(features, mask)
+  _check_params(params, jnp.shape(features)[-1])
+  if method not in _METHODS:
+    raise ValueError(f"method must be one of {_METHODS}, got {method!r}.")
+  return _predict_marginals(params, features, mask, method)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _predict_marginals(params, features, mask, method):
+  return _marginals(params.unaries(features), params.transitions, mask, params.start, params.end,
+                    method)
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+class FitInfo(NamedTuple):
+  """Result of `fit`, read by attribute."""
+  objective: float  # Final value of the regularised negative log-likelihood (a sum).
+  iterations: int
+  converged: bool  # Gradient norm <= tol.
+  grad_norm: float
+
+
+def objective(params: CRFParams, features, tags, mask, sigma2, *, method="sequential"):
+  """-sum_n log p(tags_n | features_n) + (sum of squares of all CRFParams fields) / (2 sigma2).
+
+  Args:
+    params: CRFParams.
+    features: [N, T, D] float32; tags [N, T] int; mask [N, T] bool.
+    sigma2: Gaussian prior variance (> 0).
+
+  Returns:
+    scalar float32.
+  """
+  ll = log_likelihood(params.unaries(features), tags, params.transitions, mask,
+                      start=params.start, end=params.end, method=method)
+  sq = sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(params))
+  return -jnp.sum(ll) + sq / (2.0 * sigma2)
+
+
+# Number of times the fit body was traced (compiled); tests pin it to check the cache.
+TRACE_COUNT = {"fit": 0}
+_FIT_CACHE: dict[tuple[Any, ...], Any] = {}
+
+
+def _make_fit_fn(solver: str, max_iter: int, tol: float, method: str):
+  """Builds the jitted full-batch fit for the given static settings."""
+
+  def run(init, features, tags, mask, sigma2):
+    TRACE_COUNT["fit"] += 1
+    fun = _fit_objective(features, tags, mask, sigma2, method, init.bias.shape[0])
+    if solver == "jaxopt":
+      import jaxopt  # pylint: disable=g-import-not-at-top
+      res = jaxopt.LBFGS(fun=fun, maxiter=max_iter, tol=tol, implicit_diff=False).run(init)
+      params, state = res.params, res.state
+      value, grad_norm, iters = state.value, state.error, state.iter_num
+    else:
+      params, value, grad_norm, iters = _optax_lbfgs(fun, init, max_iter, tol)
+    return params, value, grad_norm, iters
+
+  return jax.jit(run)
+
+
+def _fit_objective(features, tags, mask, sigma2, method, num_classes):
+  """`objective` as a function of params, with the (linear) score term's statistics precomputed.
+
+  The score summed over sequences is <W, X^T Y> + <b, sum Y> + <transitions, pair counts> +
+  <start, first counts> + <end, last counts> with Y = one_hot(tags) at unmasked steps; these counts
+  are computed once per fit, outside the solver's loop.
+  """
+  y = jax.nn.one_hot(tags, num_classes, dtype=jnp.float32) * mask[..., None]  # [N, T, K]
+  last = jnp.sum(mask, axis=-1) - 1
+  counts = CRFParams(
+      weights=jnp.einsum("ntd,ntk->dk", features, y, precision=_HI),
+      bias=jnp.sum(y, axis=(0, 1)),
+      transitions=jnp.einsum("nti,ntj->ij", y[:, :-1], y[:, 1:], precision=_HI),
+      start=jnp.sum(y[:, 0], axis=0),
+      end=jnp.sum(jnp.take_along_axis(y, last[:, None, None], axis=1)[:, 0], axis=0))
+
+  def fun(params):
+    leaves = jax.tree_util.tree_leaves(params)
+    score = sum(jnp.sum(p * c) for p, c in zip(leaves, jax.tree_util.tree_leaves(counts)))
+    log_z = _log_partition(params.unaries(features), params.transitions, mask, params.start,
+                           params.end, method)
+    sq = sum(jnp.sum(jnp.square(x)) for x in leaves)
+    return jnp.sum(log_z) - score + sq / (2.0 * sigma2)
+
+  return fun
+
+
+def _optax_lbfgs(fun, init, max_iter, tol):
+  """optax.lbfgs with a zoom line search in a lax.while_loop (value, grad, value_fn each update)."""
+  import optax  # pylint: disable=g-import-not-at-top
+  import optax.tree_utils as otu  # pylint: disable=g-import-not-at-top
+  opt = optax.lbfgs(linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=30))
+  value_and_grad = optax.value_and_grad_from_state(fun)
+
+  def step(carry):
+    params, state = carry
+    value, grad = value_and_grad(params, state=state)
+    updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=fun)
+    return optax.apply_updates(params, updates), state
+
+  def cond(carry):
+    _, state = carry
+    count = otu.tree_get(state, "count")
+    err = otu.tree_norm(otu.tree_get(state, "grad"))
+    return (count == 0) | ((count < max_iter) & (err > tol))
+
+  params, state = jax.lax.while_loop(cond, step, (init, opt.init(init)))
+  value, grad = jax.value_and_grad(fun)(params)
+  return params, value, otu.tree_norm(grad), otu.tree_get(state, "count")
+
+
+def fit(features, tags, mask, *, sigma2, solver="jaxopt", max_iter=500, tol=1e-4,
+        num_classes=None, init=None, method="sequential"):
+  """Fits the CRF on the whole training set at once (full batch, L-BFGS, Gaussian prior).
+
+  Minimises `objective` (a sum over sequences, prior on all five fields) in float32; the whole
+  optimisation is one jitted call, cached at module level so a second call with same-shaped inputs
+  (any sigma2, any init) does not recompile.
+
+  Args:
+    features: [N, T, D] float (cast to float32), finite everywhere.
+    tags: [N, T] int in [0, num_classes) at unmasked steps.
+    mask: [N, T] bool, rows prefixes of True.
+    sigma2: prior variance > 0.
+    solver: "jaxopt" (jaxopt.LBFGS, default) or "optax" (optax.lbfgs, zoom line search).
+    max_iter: maximum L-BFGS iterations.
+    tol: stop when the gradient's l2 norm is <= tol.
+    num_classes: K; None means max(tags over unmasked steps) + 1.
+    init: optional CRFParams to start from (zeros by default).
+    method: forward pass, "sequential" or "parallel".
+
+  Returns:
+    (CRFParams, FitInfo) with info.objective, info.iterations, info.converged, info.grad_norm.
+  """
+  if solver not in _SOLVERS:
+    raise ValueError(f"solver must be one of {_SOLVERS}, got {solver!r}.")
+  if method not in _METHODS:
+    raise ValueError(f"method must be one of {_METHODS}, got {method!r}.")
+  if not np.isscalar(sigma2) and np.ndim(sigma2) != 0:
+    raise ValueError(f"sigma2 must be a positive scalar, got shape {np.shape(sigma2)}.")
+  if not float(sigma2) > 0 or not np.isfinite(float(sigma2)):
+    raise ValueError(f"sigma2 must be a finite number > 0 (prior variance), got {sigma2}.")
+  if int(max_iter) < 1:
+    raise ValueError(f"max_iter must be >= 1, got {max_iter}.")
+  if not float(tol) >= 0:
+    raise ValueError(f"tol must be >= 0, got {tol}.")
+  _check_features(features, mask)
+  n, t, d = jnp.shape(features)
+  if jnp.shape(tags) != (n, t):
+    raise ValueError(f"tags must be [N, T] = {(n, t)} to match features, got {jnp.shape(tags)}.")
+  tags_np, mask_np = np.asarray(tags), np.asarray(mask, bool)
+  if not np.issubdtype(tags_np.dtype, np.integer):
+    raise ValueError(f"tags must be integers, got dtype {tags_np.dtype}.")
+  if num_classes is None:
+    num_classes = int(tags_np[mask_np].max()) + 1
+  num_classes = int(num_classes)
+  if num_classes < 1:
+    raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+  _check_tags(tags_np, mask_np, num_classes)
+  if init is None:
+    init = CRFParams.zeros(d, num_classes)
+  else:
+    _check_params(init, d)
+    if init.weights.shape != (d, num_classes):
+      raise ValueError(f"init.weights must be {(d, num_classes)}, got {init.weights.shape}.")
+    init = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), init)
+
+  key = (solver, int(max_iter), float(tol), method)
+  if key not in _FIT_CACHE:
+    _FIT_CACHE[key] = _make_fit_fn(*key)
+  params, value, grad_norm, iters = _FIT_CACHE[key](
+      init, jnp.asarray(features, jnp.float32), jnp.where(mask_np, tags_np, 0).astype(np.int32),
+      jnp.asarray(mask_np), jnp.float32(sigma2))
+  info = FitInfo(objective=float(value), iterations=int(iters),
+                 converged=bool(float(grad_norm) <= tol), grad_norm=float(grad_norm))
+  logging.info("CRF fit (%s, sigma2=%g): objective %.6g after %d iterations, |grad| %.3g%s.",
+               solver, float(sigma2), info.objective, info.iterations, info.grad_norm,
+               "" if info.converged else " (not converged)")
+  return params, info
+
+
+class SelectionRow(NamedTuple):
+  """One row of select_sigma2's table."""
+  val_accuracy: float  # Viterbi frame accuracy on the validation set.
+  val_log_likelihood: float  # Sum over validation sequences of log p(tags | features).
+  train_objective: float
+  converged: bool
+
+
+def select_sigma2(train, val, grid, **fit_kwargs):
+  """Chooses the prior variance on the validation set (never sees test data).
+
+  Args:
+    train: (features [N, T, D], tags [N, T], mask [N, T]) for fitting.
+    val: (features [M, T', D], tags [M, T'], mask [M, T']) for selection.
+    grid: iterable of sigma2 > 0.
+    **fit_kwargs: passed to `fit` (solver, max_iter, tol, num_classes, method).
+
+  Returns:
+    (best_sigma2, params fitted with it, {sigma2: SelectionRow}); best by validation frame accuracy,
+    ties broken by validation log-likelihood.
+  """
+  grid = [float(s) for s in grid]
+  if not grid:
+    raise ValueError("grid must contain at least one sigma2 value.")
+  for s in grid:
+    if not s > 0:
+      raise ValueError(f"grid values (sigma2) must be > 0, got {s}.")
+  vf, vt, vm = val
+  _check_features(vf, vm, name="val features")
+  vt_np, vm_np = np.asarray(vt), np.asarray(vm, bool)
+  if fit_kwargs.get("num_classes") is None:
+    tr_tags, tr_mask = np.asarray(train[1]), np.asarray(train[2], bool)
+    fit_kwargs["num_classes"] = int(max(tr_tags[tr_mask].max(), vt_np[vm_np].max())) + 1
+  _check_tags(vt_np, vm_np, fit_kwargs["num_classes"], name="val tags")
+  table, fitted = {}, {}
+  for s in grid:
+    params, info = fit(*train, sigma2=s, **fit_kwargs)
+    pred = np.asarray(predict(params, vf, vm))
+    acc = float(np.mean(pred[vm_np] == vt_np[vm_np]))
+    ll = float(jnp.sum(_val_log_likelihood(params, jnp.asarray(vf, jnp.float32),
+                                           jnp.where(vm_np, vt_np, 0), jnp.asarray(vm_np))))
+    table[s] = SelectionRow(acc, ll, info.objective, info.converged)
+    fitted[s] = params
+    logging.info("sigma2=%g: val accuracy %.4f, val log-likelihood %.4f", s, acc, ll)
+  best = max(grid, key=lambda s: (table[s].val_accuracy, table[s].val_log_likelihood))
+  return best, fitted[best], table
+
+
+@jax.jit
+def _val_log_likelihood(params, features, tags, mask):
+  return _log_likelihood(params.unaries(features), tags, params.transitions, mask, params.start,
+                         params.end, "sequential")

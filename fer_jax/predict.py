@@ -1,0 +1,526 @@
+"""Per-frame expressions for a user's video: `python -m fer_jax.predict --workdir=DIR --video=PATH`.
+
+A video file (imageio, ffmpeg plugin) or a folder of frame images (natural sort: frame_2 before
+frame_10) -> dlib face registration (data/registration.py) -> the fold's trained CNN
+(train.load_model on <workdir>/fold_<k>/cnn) -> the fold's CRF (<workdir>/fold_<k>/crf.npz) over the
+model output named by config.crf.features -> per-frame label, CRF marginals, CNN softmax.
+
+Every input frame gets a row. Its `face` column is the registration's status: "detected" (the
+detector found a face), "tracked" (between detections when --redetect_every > 1: the previous
+box moved with the landmarks), "fallback" (detection failed: the previous frame's box) or "none"
+(no face detected yet: frames before the first detection). "none" frames have label -1 (an empty label) and
+NaN (empty) probabilities; the CRF runs over the other frames, in order, as one sequence.
+
+Outputs (CLI): a CSV (default <workdir>/predictions/<video stem>_fold<k>.csv; header frame, time_s,
+face, label, crf_<class>..., softmax_<class>...), optionally JSON (--json), an annotated video
+(--render=PATH) and a plot of the probabilities over time (--plot=PATH). Existing files are never
+overwritten without --overwrite.
+"""
+import csv
+import dataclasses
+import json
+import math
+import os
+import re
+import sys
+import time
+from typing import Iterator, Optional
+
+from absl import app
+from absl import flags
+from absl import logging
+import ml_collections
+import numpy as np
+
+from fer_jax import crf
+from fer_jax import errors
+from fer_jax import experiment
+from fer_jax import train
+from fer_jax.data import registration
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+FOLDER_FPS = 30.0  # Frame rate assumed for a folder of frames unless `fps` is given.
+NO_FACE = "none"
+_CREATE = ("python -m fer_jax.main --config=configs/<experiment>.py --workdir={workdir} "
+           "(e.g. configs/demo.py)")
+
+
+class UnreadableVideoError(ValueError):
+  """A video file is missing, corrupt or not a video."""
+
+
+@dataclasses.dataclass
+class PredictionResult:
+  """Per-frame predictions for T input frames and K classes.
+
+  Attributes:
+    class_names: K names.
+    labels: int32 [T], the CRF's Viterbi label; -1 where no face.
+    crf_probs: float32 [T, K], CRF marginals p(y_t = k | video); NaN rows where no face.
+    softmax_probs: float32 [T, K], the CNN's softmax per frame; NaN rows where no face.
+    face_status: T strings: "detected" | "tracked" | "fallback" | "none" (see the module docstring).
+    fps: frames per second (the video's, or FOLDER_FPS / the given one for a folder).
+    source: the video file or frame folder.
+    timings: seconds per stage: "load" (model, CRF), "decode", "registration", "cnn" (includes the
+      jit compile), "crf".
+  """
+  class_names: list
+  labels: np.ndarray
+  crf_probs: np.ndarray
+  softmax_probs: np.ndarray
+  face_status: list
+  fps: float
+  source: str
+  timings: dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def num_frames(self) -> int:
+    return len(self.labels)
+
+  @property
+  def times(self) -> np.ndarray:
+    """float64 [T]: each frame's time in seconds."""
+    return np.arange(self.num_frames) / self.fps
+
+
+# ----------------------------------------------------------------------------- frames
+
+
+def natural_key(name: str) -> list:
+  """Sort key ordering embedded numbers by value: frame_2 < frame_10."""
+  return [(0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in re.split(r"(\d+)", name)]
+
+
+def list_frames(folder: str) -> list[str]:
+  """Image files of `folder` (IMAGE_EXTENSIONS, not recursive) in natural order."""
+  names = [n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS)
+           and os.path.isfile(os.path.join(folder, n))]
+  if not names:
+    raise FileNotFoundError(f"Frame folder {folder} has no image files "
+                            f"({', '.join(IMAGE_EXTENSIONS)}); pass a video file or a folder of "
+                            "frame images.")
+  return [os.path.join(folder, n) for n in sorted(names, key=natural_key)]
+
+
+def video_fps(video: str, fps: Optional[float] = None) -> float:
+  """The frame rate: `fps` if given, FOLDER_FPS for a folder, else the video's own."""
+  if not os.path.exists(video):
+    raise FileNotFoundError(f"--video {video} does not exist; pass a video file or a folder of "
+                            "frame images.")
+  if fps is not None:
+    if not fps > 0:
+      raise ValueError(f"fps={fps} must be > 0.")
+    return float(fps)
+  if os.path.isdir(video):
+    return FOLDER_FPS
+  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
+  try:
+    meta = iio.immeta(video, plugin="FFMPEG")
+  except Exception as e:  # pylint: disable=broad-except
+    raise UnreadableVideoError(_unreadable(video, e)) from e
+  rate = meta.get("fps")
+  return float(rate) if rate and math.isfinite(rate) and rate > 0 else FOLDER_FPS
+
+
+def _unreadable(video: str, error: Exception) -> str:
+  first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+  return (f"Cannot read video {video}: {first}. Check the file plays (ffmpeg -i {video}); "
+          "re-encode it (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4) or pass a folder of frame images.")
+
+
+def iter_frames(video: str) -> Iterator[np.ndarray]:
+  """Yields the frames of a video file or frame folder as uint8 [H, W, 3], in order.
+
+  Raises:
+    FileNotFoundError when `video` does not exist; UnreadableVideoError naming a corrupt video;
+    registration.UnreadableImageError naming a bad frame image.
+  """
+  video = os.fspath(video)
+  if not os.path.exists(video):
+    raise FileNotFoundError(f"--video {video} does not exist; pass a video file or a folder of "
+                            "frame images.")
+  if os.path.isdir(video):
+    for path in list_frames(video):
+      yield registration.read_image(path)
+    return
+  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
+  try:
+    frames = iter(iio.imiter(video, plugin="FFMPEG"))
+  except Exception as e:  # pylint: disable=broad-except
+    raise UnreadableVideoError(_unreadable(video, e)) from e
+  t = 0
+  while True:
+    try:
+      frame = next(frames)
+    except StopIteration:
+      break
+    except Exception as e:  # pylint: disable=broad-except
+      raise UnreadableVideoError(_unreadable(video, e) + f" (failed after frame {t})") from e
+    yield registration.as_rgb(frame, f"{video} frame {t}")
+    t += 1
+
+
+class _Timed:
+  """Wraps an iterator, summing the seconds spent inside next()."""
+
+  def __init__(self, iterable):
+    self._it = iter(iterable)
+    self.seconds = 0.0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    start = time.perf_counter()
+    try:
+      return next(self._it)
+    finally:
+      self.seconds += time.perf_counter() - start
+
+
+# ----------------------------------------------------------------------------- workdir
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The experiment's config from <workdir>/config.json."""
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"Workdir {workdir} does not exist; train a model into it first: "
+                            + _CREATE.format(workdir=workdir))
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: {workdir} is not an experiment workdir (the "
+                            "experiment writes it when it starts): "
+                            + _CREATE.format(workdir=workdir))
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def class_names(workdir: str, num_classes: int) -> list[str]:
+  """Class names from <workdir>/results.json; class_<k> (with a warning) before it is written."""
+  path = os.path.join(workdir, "results.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      names = [str(n) for n in json.load(f).get("class_names", [])]
+    if len(names) != num_classes:
+      raise ValueError(f"{path} lists {len(names)} class names but the CRF has {num_classes} "
+                       "classes; the workdir mixes two experiments: rerun it in a fresh workdir.")
+    return names
+  logging.warning("%s not found (the experiment writes it after its last fold): classes are "
+                  "named class_0..class_%d.", path, num_classes - 1)
+  return [f"class_{k}" for k in range(num_classes)]
+
+
+def load_fold(workdir: str, fold: int = 0):
+  """(config, model, CRFParams, class names) of one fold of an experiment workdir."""
+  config = load_config(workdir)
+  fold_dir = os.path.join(workdir, f"fold_{fold}")
+  cnn_dir = os.path.join(fold_dir, "cnn")
+  if not os.path.isdir(cnn_dir):
+    have = sorted(n for n in os.listdir(workdir) if n.startswith("fold_"))
+    raise FileNotFoundError(f"{cnn_dir} not found: fold {fold} has no trained CNN (folds here: "
+                            f"{have or 'none'}); pass --fold or run "
+                            + _CREATE.format(workdir=workdir))
+  params, _ = experiment.load_crf(os.path.join(fold_dir, "crf.npz"))
+  num_classes = int(np.shape(params.weights)[1])
+  names = class_names(workdir, num_classes)
+  model = train.load_model(config, cnn_dir, num_classes, which="best")
+  return config, model, params, names
+
+
+# ----------------------------------------------------------------------------- prediction
+
+
+def _batches(faces: np.ndarray, batch_size: int):
+  """uint8 [N, S, S, 3] -> host batches {"image", "label", "mask"} of one size (last one padded)."""
+  for i in range(0, len(faces), batch_size):
+    chunk = faces[i:i + batch_size]
+    n = len(chunk)
+    pad = np.zeros((batch_size - n,) + chunk.shape[1:], np.uint8)
+    yield {"image": np.concatenate([chunk, pad]), "label": np.zeros(batch_size, np.int32),
+           "mask": np.arange(batch_size) < n}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+  """float [..., K] -> float32 [..., K] probabilities."""
+  z = np.asarray(logits, np.float64)
+  z = np.exp(z - z.max(-1, keepdims=True))
+  return (z / z.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def predict_video(workdir: str, video: str, fold: int = 0, *, redetect_every: int = 1,
+                  fps: Optional[float] = None) -> PredictionResult:
+  """Predicts every frame of a video file or frame folder with fold `fold` of an experiment.
+
+  Args:
+    workdir: the experiment workdir (config.json, fold_<k>/cnn, fold_<k>/crf.npz, results.json).
+    video: a video file (anything ffmpeg reads) or a folder of frame images.
+    fold: which fold's CNN and CRF to use.
+    redetect_every: run the face detector every N-th frame and track in between (faster; 1: detect
+      on every frame).
+    fps: the frame rate for time_s; default the video's own (FOLDER_FPS for a folder).
+
+  Returns:
+    PredictionResult with T = the number of input frames.
+
+  Raises:
+    FileNotFoundError naming a missing workdir, checkpoint, crf.npz or video (and how to create it);
+    UnreadableVideoError / registration.UnreadableImageError naming a bad file;
+    registration.NoFaceError naming the video when no frame has a face.
+  """
+  video = os.fspath(video)
+  timings = {}
+  start = time.perf_counter()
+  rate = video_fps(video, fps)
+  config, model, params, names = load_fold(workdir, fold)
+  timings["load"] = time.perf_counter() - start
+
+  start = time.perf_counter()
+  frames = _Timed(iter_frames(video))
+  registrar = registration.Registrar(config.data.image_size, redetect_every=redetect_every)
+  faces, info = registrar.register_sequence(frames, source=video)
+  timings["decode"] = frames.seconds
+  timings["registration"] = time.perf_counter() - start - frames.seconds
+  status = face_status(info["status"])
+  has_face = np.array([s != NO_FACE for s in status])
+  logging.info("%s: %d frames, %d with a face (%s).", video, len(status), has_face.sum(),
+               {s: status.count(s) for s in sorted(set(status))})
+
+  start = time.perf_counter()
+  batch_size = max(1, min(int(config.train.eval_batch_size), int(has_face.sum())))
+  out = train.predict_batches(model, config, _batches(faces[has_face], batch_size))
+  timings["cnn"] = time.perf_counter() - start
+
+  start = time.perf_counter()
+  x = out[config.crf.features][None]  # [1, N, D]
+  mask = np.ones(x.shape[:2], bool)
+  marginals = np.asarray(crf.predict_marginals(params, x, mask))[0]
+  tags = np.asarray(crf.predict(params, x, mask))[0]
+  timings["crf"] = time.perf_counter() - start
+
+  t, k = len(status), len(names)
+  result = PredictionResult(
+      class_names=names, labels=np.full(t, -1, np.int32),
+      crf_probs=np.full((t, k), np.nan, np.float32),
+      softmax_probs=np.full((t, k), np.nan, np.float32),
+      face_status=status, fps=rate, source=video, timings=timings)
+  result.labels[has_face] = tags
+  result.crf_probs[has_face] = marginals
+  result.softmax_probs[has_face] = softmax(out["logits"])
+  return result
+
+
+def face_status(status) -> list[str]:
+  """Registration statuses -> per-frame face status; frames before the first detection are "none".
+
+  Registrar.register_sequence aligns frames before the first detection with the first detected box
+  (a box from the future) and calls them "fallback"; for prediction they have no face yet.
+  """
+  status = [NO_FACE if s in (None, "missing", NO_FACE) else str(s) for s in status]
+  seen = False
+  for t, s in enumerate(status):
+    seen = seen or s in ("detected", "database")
+    if not seen:
+      status[t] = NO_FACE
+  return status
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def csv_header(names) -> list[str]:
+  return (["frame", "time_s", "face", "label"] + [f"crf_{n}" for n in names]
+          + [f"softmax_{n}" for n in names])
+
+
+def _prob(p: float) -> str:
+  return "" if math.isnan(p) else f"{p:.6f}"
+
+
+def write_csv(result: PredictionResult, path: str):
+  """One row per input frame; empty label and probabilities where no face."""
+  with open(path, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(csv_header(result.class_names))
+    for t in range(result.num_frames):
+      label = result.labels[t]
+      w.writerow([t, f"{result.times[t]:.4f}", result.face_status[t],
+                  result.class_names[label] if label >= 0 else ""]
+                 + [_prob(p) for p in result.crf_probs[t]]
+                 + [_prob(p) for p in result.softmax_probs[t]])
+
+
+def write_json(result: PredictionResult, path: str):
+  """{"source", "fps", "class_names", "frames": [{frame, time_s, face, label, crf, softmax}]}."""
+  def probs(row):
+    return None if np.isnan(row).any() else {n: float(p) for n, p in zip(result.class_names, row)}
+  frames = [{"frame": t, "time_s": float(result.times[t]), "face": result.face_status[t],
+             "label": result.class_names[result.labels[t]] if result.labels[t] >= 0 else None,
+             "crf": probs(result.crf_probs[t]), "softmax": probs(result.softmax_probs[t])}
+            for t in range(result.num_frames)]
+  with open(path, "w") as f:
+    json.dump({"source": result.source, "fps": result.fps, "class_names": result.class_names,
+               "timings_s": result.timings, "frames": frames}, f, indent=1)
+
+
+def annotate(frame: np.ndarray, result: PredictionResult, t: int) -> np.ndarray:
+  """uint8 [H, W, 3] -> the frame with its label and a CRF probability bar per class."""
+  from PIL import Image, ImageDraw, ImageFont  # pylint: disable=g-import-not-at-top
+  img = Image.fromarray(frame)
+  h, w = frame.shape[:2]
+  k = len(result.class_names)
+  line = max(10, min(h // (k + 3), 22))
+  font = ImageFont.load_default(size=max(8, line - 4))
+  draw = ImageDraw.Draw(img, "RGBA")
+  label = result.labels[t]
+  title = (f"{result.class_names[label]} {result.crf_probs[t, label]:.2f} ({result.face_status[t]})"
+           if label >= 0 else "no face")
+  draw.rectangle([0, 0, w, line + 4], fill=(0, 0, 0, 160))
+  draw.text((4, 2), title, fill=(255, 255, 255), font=font)
+  panel_w = max(60, w // 3)
+  top = h - k * line - 4
+  draw.rectangle([0, top, panel_w, h], fill=(0, 0, 0, 140))
+  for c, name in enumerate(result.class_names):
+    y = top + 2 + c * line
+    p = 0.0 if label < 0 else float(result.crf_probs[t, c])
+    colour = (255, 200, 0) if c == label else (80, 170, 255)
+    draw.rectangle([2, y + 1, 2 + int(p * (panel_w - 4)), y + line - 2], fill=colour + (200,))
+    draw.text((4, y), name, fill=(255, 255, 255), font=font)
+  return np.asarray(img)
+
+
+def render_video(result: PredictionResult, path: str):
+  """Writes the input frames, annotated (see annotate), as a video at the input frame rate."""
+  import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
+  writer = None
+  try:
+    for t, frame in enumerate(iter_frames(result.source)):
+      if t >= result.num_frames:
+        break
+      h, w = frame.shape[:2]
+      frame = np.pad(annotate(frame, result, t), ((0, h % 2), (0, w % 2), (0, 0)))  # yuv420p: even.
+      if writer is None:
+        writer = imageio_ffmpeg.write_frames(path, (frame.shape[1], frame.shape[0]), fps=result.fps,
+                                             macro_block_size=1, ffmpeg_log_level="error")
+        writer.send(None)
+      writer.send(np.ascontiguousarray(frame))
+  finally:
+    if writer is not None:
+      writer.close()
+
+
+def plot_probabilities(result: PredictionResult, path: str):
+  """PNG: CRF marginals and CNN softmax per class over time; frames without a face shaded."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
+  times = result.times
+  none = np.array([s == NO_FACE for s in result.face_status])
+  for ax, probs, title in ((axes[0], result.crf_probs, "CRF marginals"),
+                           (axes[1], result.softmax_probs, "CNN softmax")):
+    for c, name in enumerate(result.class_names):
+      ax.plot(times, probs[:, c], label=name, lw=1.2)
+    if none.any():
+      ax.fill_between(times, 0, 1, where=none, color="grey", alpha=0.25, step="mid",
+                      label="no face")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("probability")
+    ax.set_title(title, fontsize=10)
+  axes[1].set_xlabel("time (s)")
+  axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+  fig.suptitle(os.path.basename(result.source))
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def define_flags(flag_values=flags.FLAGS):
+  """Defines the CLI flags (only when run as a script: fer_jax.main also has --workdir)."""
+  fv = {"flag_values": flag_values}
+  flags.DEFINE_string("workdir", None, "Experiment workdir (from python -m fer_jax.main).", **fv)
+  flags.DEFINE_string("video", None, "A video file or a folder of frame images.", **fv)
+  flags.DEFINE_integer("fold", 0, "Which fold's CNN and CRF to use.", **fv)
+  flags.DEFINE_string("output", None, "CSV path; default "
+                      "<workdir>/predictions/<video stem>_fold<k>.csv.", **fv)
+  flags.DEFINE_bool("json", False, "Also write JSON next to the CSV (same name, .json).", **fv)
+  flags.DEFINE_string("render", None, "Also write an annotated video (label, probability bars) "
+                      "to this path.", **fv)
+  flags.DEFINE_string("plot", None, "Also write a PNG of the probabilities over time here.", **fv)
+  flags.DEFINE_bool("overwrite", False, "Replace existing output files.", **fv)
+  flags.DEFINE_integer("redetect_every", 1, "Detect faces every N-th frame, track between.", **fv)
+  flags.DEFINE_float("fps", None, "Frame rate for time_s (default: the video's; 30 for a "
+                     "folder).", **fv)
+  flags.mark_flags_as_required(["workdir", "video"], flag_values=flag_values)
+
+
+FLAGS = flags.FLAGS
+
+USER_ERRORS = errors.USER_ERRORS + (FileNotFoundError, FileExistsError, UnreadableVideoError)
+
+
+def default_output(workdir: str, video: str, fold: int) -> str:
+  stem = os.path.splitext(os.path.basename(os.path.normpath(video)))[0]
+  return os.path.join(workdir, "predictions", f"{stem}_fold{fold}.csv")
+
+
+def _check_new(path: str, overwrite: bool, flag: str) -> str:
+  if os.path.exists(path) and not overwrite:
+    raise FileExistsError(f"{path} exists; pass --overwrite to replace it or {flag} to write "
+                          "elsewhere.")
+  return path
+
+
+def run(workdir, video, fold=0, output=None, write_json_file=False, render=None, plot=None,
+        overwrite=False, redetect_every=1, fps=None) -> PredictionResult:
+  """The CLI's work: predict, then write the CSV (and JSON, video, plot). Returns the result."""
+  if not workdir or not video:
+    raise ValueError("Both --workdir and --video are required.")
+  output = _check_new(output or default_output(workdir, video, fold), overwrite, "--output")
+  paths = {"csv": output}
+  if write_json_file:
+    paths["json"] = _check_new(os.path.splitext(output)[0] + ".json", overwrite, "--output")
+  if render:
+    paths["render"] = _check_new(render, overwrite, "--render")
+  if plot:
+    paths["plot"] = _check_new(plot, overwrite, "--plot")
+  result = predict_video(workdir, video, fold, redetect_every=redetect_every, fps=fps)
+  for path in paths.values():
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  write_csv(result, output)
+  if "json" in paths:
+    write_json(result, paths["json"])
+  if "render" in paths:
+    render_video(result, paths["render"])
+  if "plot" in paths:
+    plot_probabilities(result, paths["plot"])
+  for kind, path in paths.items():
+    logging.info("Wrote %s: %s", kind, path)
+  return result
+
+
+def main(argv, flag_values=FLAGS):
+  """The CLI: predict with the flags, write the files; a user error exits 2 with its message."""
+  f = flag_values
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.set_visible_devices([], "GPU")  # JAX owns the accelerator.
+  except ImportError:
+    pass
+  try:
+    result = run(f.workdir, f.video, f.fold, f.output, f.json, f.render, f.plot, f.overwrite,
+                 f.redetect_every, f.fps)
+  except USER_ERRORS as e:  # A mistake the user can fix: say what and how, no traceback.
+    logging.error("%s: %s", type(e).__name__, e)
+    print(f"\nERROR ({type(e).__name__}): {e}", file=sys.stderr)
+    sys.exit(2)
+  print(f"{result.num_frames} frames, {sum(s != NO_FACE for s in result.face_status)} with a face; "
+        f"wrote {f.output or default_output(f.workdir, f.video, f.fold)}")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
