@@ -22,7 +22,8 @@ def _config(tmp_path):
     c.data.data_dir = str(tmp_path / "tfds")
     c.data.synthetic.update(num_subjects=12, sequences_per_subject=6, min_length=10, max_length=16)
     c.protocol.update(num_folds=4, test_fraction=0.25, val_fraction=0.1, folds=(0,))
-    c.train.update(num_steps=120, eval_every=60, checkpoint_every=60, log_every=40)
+    c.train.update(num_steps=300, lr_decay_every=250, eval_every=150, checkpoint_every=150,
+                   log_every=50)
     c.crf.update(sigma2_grid=(1.0, 10.0), max_iter=100, compare_variants=False)
   return c
 
@@ -64,7 +65,9 @@ def test_crf_improves_on_softmax_on_synthetic(demo_run):
   _, _, out = demo_run
   s = out["summary"]
   assert s["accuracy_crf"]["mean"] >= s["accuracy_softmax"]["mean"]
-  assert s["accuracy_softmax"]["mean"] > 1 / 7  # The CNN learnt something.
+  # The CNN learnt more than the majority class (a collapsed network predicts only that).
+  confusion = np.array(out["folds"][0]["confusion_softmax"])
+  assert s["accuracy_softmax"]["mean"] > confusion.sum(1).max() / confusion.sum() + 0.05
 
 
 def test_rerun_skips_finished_folds(demo_run, monkeypatch):
