@@ -65,9 +65,10 @@ def test_local_and_slurm_launches_train_the_same_network(tmp_path):
   multi = tmp_path / "multi"
   proc = subprocess.run(["bash", "launch/slurm.sbatch", "configs/demo.py:smoke", str(multi)]
                         + _flags(tmp_path), cwd=ROOT, env=env, capture_output=True, timeout=600)
-  logs = "".join((tmp_path / f"task{i}.log").read_text()[-3000:] for i in range(2))
-  assert proc.returncode == 0, logs
-  assert "JAX process 1/2" in logs and "all devices 2" in logs
+  logs = [(tmp_path / f"task{i}.log").read_text() for i in range(2)]
+  assert proc.returncode == 0, logs[0][-3000:] + logs[1][-3000:]
+  for i in range(2):
+    assert f"JAX process {i}/2" in logs[i] and "all devices 2" in logs[i]
 
   with open(local / "results.json") as f:
     single = json.load(f)
