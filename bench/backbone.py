@@ -36,56 +36,42 @@ def _peak_rss_mb():
 
 
 def run_jax(a):
+  """Times fer_jax.train's own jitted train step (the trainer's Steps, optimizer and state)."""
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from configs import default  # pylint: disable=g-import-not-at-top
   from fer_jax import models  # pylint: disable=g-import-not-at-top
+  from fer_jax import train  # pylint: disable=g-import-not-at-top
 
-  cfg = ml_collections.ConfigDict(dict(
-      name="inception_resnet", input_size=a.input_size, width=a.width, repeats=a.repeats,
-      fc1_width=FC1_WIDTH, dropout=0.2, dtype=a.dtype))
-  model = models.create_model(cfg, NUM_CLASSES, nnx.Rngs(0))
-  optimizer = nnx.Optimizer(model, optax.sgd(0.01, momentum=0.9), wrt=nnx.Param)
-  graphdef, state = nnx.split((model, optimizer))  # Once, outside the loop (flax perf guide).
-
-  def step(state, images, labels):
-    model, optimizer = nnx.merge(graphdef, state)
-
-    def loss_fn(model):
-      logits = model(images, train=True)["logits"]
-      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-    loss, grads = nnx.value_and_grad(loss_fn)(model)
-    optimizer.update(model, grads)
-    return nnx.state((model, optimizer)), loss
-
+  config = default.get_base_config()
+  config.model.update(input_size=a.input_size, width=a.width, repeats=a.repeats,
+                      fc1_width=FC1_WIDTH, dropout=0.2, dtype=a.dtype)
+  config.train.batch_size = a.batch
+  model, steps, state = train.init_state(config, NUM_CLASSES)
   rng = np.random.default_rng(0)
-  images = jnp.asarray(rng.uniform(-1, 1, (a.batch, a.input_size, a.input_size, 3)), jnp.float32)
-  labels = jnp.asarray(rng.integers(0, NUM_CLASSES, a.batch))
-  step = jax.jit(step, donate_argnums=0)
+  batch = steps.global_batch(
+      {"image": rng.integers(0, 256, (a.batch, a.input_size, a.input_size, 3), dtype=np.uint8),
+       "label": rng.integers(0, NUM_CLASSES, a.batch).astype(np.int32)}, ("image", "label"), "bench")
   t = time.perf_counter()
-  compiled = step.lower(state, images, labels).compile()
+  compiled = steps.train.lower(state, batch).compile()
   compile_s = time.perf_counter() - t
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost.get("flops", 0.0)) if cost else 0.0
   for _ in range(a.warmup):
-    state, loss = compiled(state, images, labels)
-  jax.block_until_ready(loss)
+    state, metrics = compiled(state, batch)
+  jax.block_until_ready(metrics)
   times = []
   for _ in range(a.rounds):
     t = time.perf_counter()
     for _ in range(a.steps):
-      state, loss = compiled(state, images, labels)
-    jax.block_until_ready((state, loss))
+      state, metrics = compiled(state, batch)
+    jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - t)
   seconds = min(times)  # Best round: the machine may be shared.
   device = jax.devices()[0]
   out = dict(side="jax", images_per_s=a.batch * a.steps / seconds, step_s=seconds / a.steps,
-             compile_s=compile_s, params=models.param_count(model), loss=float(loss),
+             compile_s=compile_s, params=models.param_count(model), loss=float(metrics["loss"]),
              step_flops=flops, device=device.device_kind, peak_rss_mb=_peak_rss_mb())
   stats = getattr(device, "memory_stats", lambda: None)()
   if stats and "peak_bytes_in_use" in stats:
@@ -101,7 +87,7 @@ def run_torch(a):
   model = tir.InceptionResNet(NUM_CLASSES, width=a.width, repeats=a.repeats, fc1_width=FC1_WIDTH,
                               dropout=0.2)
   model.train()
-  opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+  opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
   images = torch.empty(a.batch, 3, a.input_size, a.input_size).uniform_(-1, 1)
   if a.torch_channels_last:
     model = model.to(memory_format=torch.channels_last)

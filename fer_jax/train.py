@@ -264,6 +264,21 @@ def _fmt_time(seconds: float) -> str:
   return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
 
 
+def init_state(config, num_classes: int, mesh: Mesh | None = None):
+  """A fresh model, its jitted Steps on `mesh` (default: all devices) and the step-0 train state."""
+  model = _create_model(config, num_classes)
+  params, batch_stats = _weights(model)
+  tx = make_optimizer(config.train)
+  steps = Steps(model, tx, mesh or make_mesh(), config.model.input_size,
+                learning_rate_schedule(config.train))
+  init_params = steps.replicate(params)
+  state = {"params": init_params, "batch_stats": steps.replicate(batch_stats),
+           "opt_state": jax.jit(tx.init, out_shardings=steps.replicated)(init_params),
+           "step": steps.replicate(np.int32(0)),
+           "rng": steps.replicate(jax.random.key_data(jax.random.key(config.seed)))}
+  return model, steps, state
+
+
 def train_and_evaluate(config, workdir: str, *, num_classes: int, train_batches: TrainBatches,
                        eval_batches: EvalBatches | None = None,
                        mesh: Mesh | None = None) -> TrainResult:
@@ -286,16 +301,7 @@ def train_and_evaluate(config, workdir: str, *, num_classes: int, train_batches:
   t = config.train
   num_steps = int(t.num_steps)
   local_batch = t.batch_size // jax.process_count()
-  model = _create_model(config, num_classes)
-  params, batch_stats = _weights(model)
-  tx = make_optimizer(t)
-  steps = Steps(model, tx, mesh or make_mesh(), config.model.input_size,
-                learning_rate_schedule(t))
-  init_params = steps.replicate(params)
-  state = {"params": init_params, "batch_stats": steps.replicate(batch_stats),
-           "opt_state": jax.jit(tx.init, out_shardings=steps.replicated)(init_params),
-           "step": steps.replicate(np.int32(0)),
-           "rng": steps.replicate(jax.random.key_data(jax.random.key(config.seed)))}
+  model, steps, state = init_state(config, num_classes, mesh)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=KEEP_CHECKPOINTS)
   best = checkpoint_lib.Checkpointer(os.path.join(workdir, "best"), keep=1,
                                      best_metric="val_accuracy")
