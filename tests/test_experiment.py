@@ -116,3 +116,34 @@ def test_missing_licensed_data_prints_instructions(tmp_path):
   assert "ManualDataError" in proc.stderr
   assert "Traceback" not in proc.stderr
   assert "nothing_here" in proc.stderr
+
+
+def test_cross_database_loading_from_fake_copies(tmp_path):
+  import fake_databases as fake  # pylint: disable=g-import-not-at-top
+  from configs import cross_db  # pylint: disable=g-import-not-at-top
+  manual = tmp_path / "manual"
+  fake.write_ck_plus(str(manual / "ck_plus"), [("S005", "001", "5.0", 5), ("S005", "002", "3.0", 4),
+                                               ("S010", "001", "1.0", 5)], size=16)
+  fake.write_mmi(str(manual / "mmi"), [(1, "S001-001", "4", 8, "0", None, False),
+                                       (2, "S002-001", "6", 8, "0", None, False)], size=16)
+  fake.write_fera(str(manual / "fera"),
+                  train=[("actor01", "t1", "joy", 4), ("actor01", "t2", "relief", 4)],
+                  test=[("actor05", "e1", "sadness", 3)], size=16)
+  config = cross_db.get_config("fera,tiny")
+  with config.unlocked():
+    config.data.update(manual_dir=str(manual), data_dir=str(tmp_path / "tfds"), image_size=16,
+                       register=False)
+    config.protocol.val_fraction = 0.0
+  seqs, folds, database, protocol = experiment.load_data(config)
+  assert database == "fera" and "test on fera" in protocol
+  assert seqs.class_names == labels.cross_db_classes("fera")
+  (fold,) = folds
+  train_subjects = {s.split("/")[0] for s in seqs.subjects[fold.train]}
+  assert train_subjects == {"ck_plus", "mmi"}  # Disgust (CK+) and surprise (MMI) dropped whole.
+  assert len(fold.train) == 3
+  test = seqs.subset(fold.test)
+  assert list(test.subjects) == ["fera/actor01", "fera/actor05"]  # Relief dropped; joy kept.
+  happiness = seqs.class_names.index("happiness")
+  assert sorted(int(l[0]) for l in test.labels) == sorted([happiness, seqs.class_names.index("sadness")])
+  for l in seqs.subset(fold.train).labels:  # No neutral class: the neutral ends were cut.
+    assert len(set(l.tolist())) == 1
