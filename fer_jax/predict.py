@@ -21,7 +21,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import sys
 import time
 from typing import Iterator, Optional
@@ -38,7 +37,6 @@ from fer_jax import experiment
 from fer_jax import train
 from fer_jax.data import registration
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 FOLDER_FPS = 30.0  # Frame rate assumed for a folder of frames unless `fps` is given.
 NO_FACE = "none"
 _CREATE = ("python -m fer_jax.main --config=configs/<experiment>.py --workdir={workdir} "
@@ -86,20 +84,14 @@ class PredictionResult:
 # ----------------------------------------------------------------------------- frames
 
 
-def natural_key(name: str) -> list:
-  """Sort key ordering embedded numbers by value: frame_2 < frame_10."""
-  return [(0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in re.split(r"(\d+)", name)]
-
-
 def list_frames(folder: str) -> list[str]:
-  """Image files of `folder` (IMAGE_EXTENSIONS, not recursive) in natural order."""
-  names = [n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS)
-           and os.path.isfile(os.path.join(folder, n))]
-  if not names:
+  """Image files of `folder` in natural order (registration.frame_files); error when there are none."""
+  paths = registration.frame_files(folder)
+  if not paths:
     raise FileNotFoundError(f"Frame folder {folder} has no image files "
-                            f"({', '.join(IMAGE_EXTENSIONS)}); pass a video file or a folder of "
-                            "frame images.")
-  return [os.path.join(folder, n) for n in sorted(names, key=natural_key)]
+                            f"({', '.join(registration.IMAGE_EXTENSIONS)}); pass a video file or a "
+                            "folder of frame images.")
+  return paths
 
 
 def video_fps(video: str, fps: Optional[float] = None) -> float:

@@ -10,6 +10,7 @@ previous box, frames before the first detection use the first detected box.
 import functools
 import importlib.util
 import os
+import re
 from typing import Iterable, Optional, Sequence, Union
 
 from absl import logging
@@ -55,6 +56,22 @@ def _models():
   path = predictor_path()
   logging.info("Loading dlib shape predictor %s", path)
   return dlib.get_frontal_face_detector(), dlib.shape_predictor(path)
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def natural_key(name: str) -> list:
+  """Sort key ordering embedded numbers by value: frame_2 < frame_10."""
+  return [(0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in re.split(r"(\d+)", name)]
+
+
+def frame_files(folder: str) -> list[str]:
+  """Image files of `folder` (IMAGE_EXTENSIONS; dot files ignored; not recursive), natural order."""
+  names = [n for n in os.listdir(folder) if not n.startswith(".")
+           and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS
+           and os.path.isfile(os.path.join(folder, n))]
+  return [os.path.join(folder, n) for n in sorted(names, key=natural_key)]
 
 
 def read_image(path: Union[str, os.PathLike]) -> np.ndarray:

@@ -27,7 +27,7 @@ import tensorflow_datasets as tfds
 
 from fer_jax.data import registration
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = registration.IMAGE_EXTENSIONS
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mpg", ".mpeg", ".wmv", ".mkv")
 INDEX_FILE = "index.csv"
 INDEX_COLUMNS = ("path", "subject", "sequence", "label")
@@ -163,16 +163,7 @@ def visible(names: Sequence[str]) -> list[str]:
   return sorted(n for n in names if not n.startswith("."))
 
 
-def _number_key(name: str):
-  numbers = re.findall(r"\d+", os.path.splitext(name)[0])
-  return (int(numbers[-1]) if numbers else -1, name)
-
-
-def frame_files(folder: str) -> list[str]:
-  """Image files in `folder` sorted by the last number in their names (dot files ignored)."""
-  names = [n for n in os.listdir(folder) if not n.startswith(".")
-           and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
-  return [os.path.join(folder, n) for n in sorted(names, key=_number_key)]
+frame_files = registration.frame_files
 
 
 def read_video(path: str) -> list[np.ndarray]:
