@@ -1,9 +1,47 @@
-"""The errors a user can cause and fix. Entry points print these with their message, no traceback."""
-from fer_jax.data.builders.common import EmptySequenceError
-from fer_jax.data.builders.common import ManualDataError
-from fer_jax.data.registration import NoFaceError
-from fer_jax.data.registration import UnreadableImageError
-from fer_jax.train import NonFiniteLossError
+"""Every exception a user can cause and fix, under one base class. Imports nothing heavy.
 
-USER_ERRORS = (ManualDataError, EmptySequenceError, NoFaceError, UnreadableImageError,
-               NonFiniteLossError)
+Entry points (fer_jax.main, fer_jax.predict) catch `FerError` and print its message (which names the
+file or field and the fix) with no traceback, exit status 2. Each class also derives from the builtin
+exception its callers caught before (ValueError, FloatingPointError, ...), so `except ValueError` still
+works.
+"""
+
+
+class FerError(Exception):
+  """Base of every user-fixable error; the message names the file or field and the fix."""
+
+
+class ConfigError(FerError, ValueError):
+  """A config field has a wrong value, range or combination (checked before any work)."""
+
+
+class ManualDataError(FerError, ValueError):
+  """manual_dir is missing, empty or does not hold the layout the builder expects."""
+
+
+class EmptySequenceError(FerError, ValueError):
+  """A sequence has no frames."""
+
+
+class NoFaceError(FerError, ValueError):
+  """No face was found (in an image, or in any frame of a sequence)."""
+
+
+class UnreadableImageError(FerError, ValueError):
+  """An image file is missing, corrupt or not an image."""
+
+
+class UnreadableVideoError(FerError, ValueError):
+  """A video file or stream cannot be opened or decoded."""
+
+
+class NonFiniteLossError(FerError, FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+
+class MissingOutputError(FerError, FileNotFoundError):
+  """A workdir lacks what a later step needs (a checkpoint, a fitted CRF)."""
+
+
+class OutputExistsError(FerError, FileExistsError):
+  """An output file exists and would be overwritten."""

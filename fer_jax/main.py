@@ -53,7 +53,7 @@ def main(argv):
   from fer_jax import experiment  # pylint: disable=g-import-not-at-top
   try:
     experiment.run(FLAGS.config, FLAGS.workdir)
-  except errors.USER_ERRORS as e:  # A mistake the user can fix: say what and how, no traceback.
+  except errors.FerError as e:  # A mistake the user can fix: say what and how, no traceback.
     print(f"\nERROR ({type(e).__name__}): {e}", file=sys.stderr)
     sys.exit(2)
 

@@ -43,8 +43,7 @@ _CREATE = ("python -m fer_jax.main --config=configs/<experiment>.py --workdir={w
            "(e.g. configs/demo.py)")
 
 
-class UnreadableVideoError(ValueError):
-  """A video file is missing, corrupt or not a video."""
+UnreadableVideoError = errors.UnreadableVideoError
 
 
 @dataclasses.dataclass
@@ -449,7 +448,7 @@ def define_flags(flag_values=flags.FLAGS):
 
 FLAGS = flags.FLAGS
 
-USER_ERRORS = errors.USER_ERRORS + (FileNotFoundError, FileExistsError, UnreadableVideoError)
+USER_ERRORS = (errors.FerError, FileNotFoundError, FileExistsError)
 
 
 def default_output(workdir: str, video: str, fold: int) -> str:

@@ -32,6 +32,7 @@ import numpy as np
 import optax
 
 from fer_jax import checkpoint as checkpoint_lib
+from fer_jax import errors
 from fer_jax import metrics_writer
 from fer_jax import models
 
@@ -40,8 +41,7 @@ EvalBatches = Callable[[], Iterable[dict]]
 KEEP_CHECKPOINTS = 3
 
 
-class NonFiniteLossError(FloatingPointError):
-  """The training loss became NaN or infinite."""
+NonFiniteLossError = errors.NonFiniteLossError
 
 
 @dataclasses.dataclass

@@ -19,6 +19,8 @@ import numpy as np
 from PIL import Image
 import skimage.transform
 
+from fer_jax import errors
+
 # Template: (x, y) as fractions of S for the image-left eye centre, image-right eye centre, mouth centre.
 # Eye distance 0.4 S and eye-to-mouth 0.4 S: about the mean face (dlib landmarks); the face fills ~0.8 S.
 TEMPLATE = np.array([[0.3, 0.38], [0.7, 0.38], [0.5, 0.78]], np.float64)
@@ -28,12 +30,8 @@ _RIGHT_EYE = slice(42, 48)
 _MOUTH = slice(48, 68)
 
 
-class NoFaceError(ValueError):
-  """No face was found (in an image, or in any frame of a sequence)."""
-
-
-class UnreadableImageError(ValueError):
-  """An image file is missing, corrupt or not an image."""
+NoFaceError = errors.NoFaceError
+UnreadableImageError = errors.UnreadableImageError
 
 
 def predictor_path() -> str:

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from fer_jax import errors
 from fer_jax.data import registration
 
 IMAGE_EXTENSIONS = registration.IMAGE_EXTENSIONS
@@ -35,12 +36,8 @@ REDETECT_EVERY = 5  # Registration: run the face detector every this many frames
 _ALIASES = {"happy": "happiness", "angry": "anger", "sad": "sadness", "surprised": "surprise"}
 
 
-class ManualDataError(ValueError):
-  """manual_dir is missing, empty or does not hold the layout the builder expects."""
-
-
-class EmptySequenceError(ValueError):
-  """A sequence has no frames."""
+ManualDataError = errors.ManualDataError
+EmptySequenceError = errors.EmptySequenceError
 
 
 SKIPPABLE = (registration.UnreadableImageError, registration.NoFaceError, EmptySequenceError)
