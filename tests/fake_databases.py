@@ -109,7 +109,8 @@ def write_mmi(root: str, sessions: Sequence[tuple], size: int = 32, seed: int = 
 
   Args:
     sessions: (session number, "S001-002", emotion code text or None, length, view "0"/"1"/"2",
-      (onset, apex, offset) 1-based frames or None, stills: bool (jpg frames instead of a video)).
+      oao: the text of S<subj>-<rec>-oao_aucs.xml (markers) or None, stills: bool (jpg frames
+      instead of a video)).
 
   Returns:
     {"S001-002": (frames uint8 [T, S, S, 3], emotion code text)} for every video session written.
@@ -135,14 +136,8 @@ def write_mmi(root: str, sessions: Sequence[tuple], size: int = 32, seed: int = 
       f.write(f'<?xml version="1.0"?>\n<session sessionId="{number}">\n  <track view="{view}" '
               f'filename="{stem}.avi"/>\n{annotations}</session>\n')
     if oao:
-      onset, apex, offset = oao
       with open(os.path.join(folder, f"{stem}-oao_aucs.xml"), "w") as f:
-        f.write('<?xml version="1.0"?>\n<ActionUnits>\n'
-                f'  <ActionUnit Number="12">\n    <Marker Frame="{onset}" Type="1"/>\n'
-                f'    <Marker Frame="{apex}" Type="2"/>\n    <Marker Frame="{offset - 1}" Type="3"/>\n'
-                '  </ActionUnit>\n'
-                f'  <ActionUnit Number="6">\n    <Marker Frame="{onset + 1}" Type="1"/>\n'
-                f'    <Marker Frame="{offset}" Type="3"/>\n  </ActionUnit>\n</ActionUnits>\n')
+        f.write(oao)
     _touch_ds_store(folder)
   return truth
 

@@ -9,6 +9,7 @@ import skimage.data
 import tensorflow_datasets as tfds
 
 from configs import default
+from fer_jax.data import labels as L
 from fer_jax.data import registration
 from fer_jax.data.builders import ck_plus, common, fera, mmi
 import fake_databases as fake
@@ -138,9 +139,60 @@ def test_ck_plus_bad_files(tmp_path, caplog):
     ck_plus.make_builder(_config("ck_plus", tmp_path, image_size=31)).download_and_prepare()
 
 
+def _oao(*units):
+  """-oao_aucs.xml text: units are (AU number, [(frame, type), ...]) with markers in the given order."""
+  body = "".join(f'  <ActionUnit Number="{n}">\n' + "".join(
+      f'    <Marker Frame="{f}" Type="{t}"/>\n' for f, t in markers) + "  </ActionUnit>\n"
+      for n, markers in units)
+  return f'<?xml version="1.0" encoding="utf-8"?>\n<ActionUnits>\n{body}</ActionUnits>\n'
+
+
+# Shaped like the real files: several AUs, a Type-0 (neutral) marker at frame 1, markers out of frame
+# order, an AU (25) with no offset. Types: 0 neutral, 1 onset, 2 apex, 3 offset.
+OAO_RETURN = _oao(("12", [(31, 3), (1, 0), (12, 1), (40, 0), (20, 2)]),
+                  ("6", [(1, 0), (15, 1), (22, 2), (35, 3), (44, 0)]),
+                  ("25", [(1, 0), (10, 1), (18, 2)]))
+# Old rule min/max over every marker: 1 .. 44. New: onset min(12, 15, 10) = 10; returns to neutral
+# after an offset: AU12 at 40, AU6 at 44 (frame-1 markers precede every offset); latest 44 -> last
+# expressive frame 43.
+OAO_NO_RETURN = _oao(("4", [(14, 3), (1, 0), (5, 1), (9, 2)]), ("7", [(16, 3), (6, 1)]))
+# Old: 1 .. 16. New: onset 5; no Type-0 after an offset; latest offset 16 -> 5 .. 16.
+OAO_NO_OFFSET = _oao(("26", [(1, 0), (8, 2), (4, 1)]), ("27", [(1, 0)]))
+# Old: 1 .. 8. New: onset 4, no offset anywhere -> to the end of the video.
+OAO_NO_ONSET = _oao(("1", [(1, 0), (5, 2), (9, 3)]))
+# Old: 1 .. 9. New: no Type-1 marker -> None (the neutral_fraction rule applies).
+# A 9-frame session: AU12 1@3 2@4 3@5 0@7 (unsorted), AU6 1@4 3@6 (no return), AU25 1@4 2@5 (no offset).
+# Old: 1 .. 7. New: onset 3; latest return 7 -> frames 3 .. 6 carry the emotion.
+OAO_SESSION = _oao(("12", [(5, 3), (1, 0), (3, 1), (7, 0), (4, 2)]), ("6", [(1, 0), (4, 1), (6, 3)]),
+                   ("25", [(1, 0), (5, 2), (4, 1)]))
+
+
+def test_mmi_markers(tmp_path):
+  spans = {}
+  for name, text in (("return", OAO_RETURN), ("no_return", OAO_NO_RETURN),
+                     ("no_offset", OAO_NO_OFFSET), ("no_onset", OAO_NO_ONSET)):
+    path = tmp_path / f"S001-001-{name}.xml"
+    path.write_text(text)
+    spans[name] = mmi.read_onset_offset(str(path))
+  assert spans == {"return": (10, 43), "no_return": (5, 16), "no_offset": (4, None), "no_onset": None}
+  assert mmi.read_markers(str(tmp_path / "S001-001-no_return.xml")) == {
+      "4": [(1, 0), (5, 1), (9, 2), (14, 3)], "7": [(6, 1), (16, 3)]}
+  # Per-frame labels (happiness = 4) of a 50-frame video with the first file: 9 neutral frames, the
+  # expression on frames 10 .. 43, neutral again from the return to neutral at 44.
+  labels = L.mmi_frame_labels(50, 4, 0.25, onset=10, offset=43)
+  np.testing.assert_array_equal(labels, [0] * 9 + [4] * 34 + [0] * 7)
+  np.testing.assert_array_equal(L.mmi_frame_labels(10, 4, 0.25, onset=4, offset=None),
+                                [0, 0, 0, 4, 4, 4, 4, 4, 4, 4])
+  for bad, match in (((7, "7"), "Type '7'"), ((0, "1"), "Frame '0'"), (("x", "1"), "Frame 'x'")):
+    path = tmp_path / "S001-001-bad.xml"
+    path.write_text(_oao(("12", [(1, 0), bad])))
+    with pytest.raises(ValueError, match=f"S001-001-bad.xml: ActionUnit 12: marker {match}"):
+      mmi.read_onset_offset(str(path))
+
+
 MMI_SESSIONS = [
     (2, "S001-002", "4", 8, "0", None, False),  # happiness, fraction rule
-    (5, "S001-003", "6", 7, "0", (3, 4, 5), False),  # surprise, annotated onset 3 .. offset 5
+    (5, "S001-003", "6", 9, "0", OAO_SESSION, False),  # surprise, annotated: frames 3 .. 6
     (9, "S002-001", "1", 6, "0", None, False),  # anger
     (11, "S002-002", "3", 4, "1", None, False),  # profile view: left out
     (12, "S003-001", "2", 4, "0", None, True),  # stills: left out
@@ -153,7 +205,7 @@ def test_mmi_records(tmp_path):
   truth = fake.write_mmi(str(tmp_path / "mmi"), MMI_SESSIONS, size=SIZE)
   records = _load(mmi.make_builder(_config("mmi", tmp_path)))["train"]
   assert sorted(records) == ["S001-002", "S001-003", "S002-001"]
-  expected = {"S001-002": [0, 0, 4, 4, 4, 4, 0, 0], "S001-003": [0, 0, 6, 6, 6, 0, 0],
+  expected = {"S001-002": [0, 0, 4, 4, 4, 4, 0, 0], "S001-003": [0, 0, 6, 6, 6, 6, 0, 0, 0],
               "S002-001": [0, 1, 1, 1, 1, 0]}
   for name, ex in records.items():
     np.testing.assert_array_equal(ex["labels"], expected[name])
