@@ -5,6 +5,7 @@ are given by the caller (e.g. the astronaut photograph, for registration). Each 
 the builder must reproduce: {sequence name: (frames uint8 [T, S, S, 3] as written, class name)}.
 """
 import os
+import subprocess
 from typing import Optional, Sequence
 
 import imageio.v2 as imageio
@@ -142,13 +143,30 @@ def write_mmi(root: str, sessions: Sequence[tuple], size: int = 32, seed: int = 
   return truth
 
 
+def write_empty_video(path: str, size: int = 32) -> None:
+  """An AVI (PNG codec) with a video stream and no frame, written by imageio-ffmpeg's ffmpeg."""
+  import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
+  subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
+                  f"color=black:s={size}x{size}:r=24", "-frames:v", "0", "-c:v", "png", "-y", path],
+                 check=True, stdin=subprocess.DEVNULL)
+
+
+def truncate(path: str, fraction: float = 0.6) -> None:
+  """Cuts a file to `fraction` of its bytes (a download that stopped early)."""
+  with open(path, "rb") as f:
+    data = f.read()
+  with open(path, "wb") as f:
+    f.write(data[:int(len(data) * fraction)])
+
+
 def write_fera(root: str, train: Sequence[tuple], test: Sequence[tuple], size: int = 32,
-               seed: int = 0) -> dict:
+               seed: int = 0, frames: Optional[dict] = None) -> dict:
   """GEMEP-FERA emotion set: training/<dir>/<stem>.avi + <stem>.dat; test/test/<dir>/<stem>.avi,
   test/labels/<stem>.dat (one class word each).
 
   Args:
     train, test: (folder, stem, class word, length).
+    frames: optional {stem: uint8 [T, H, W, 3]} written instead of drawn frames (length ignored).
 
   Returns:
     {stem: (frames uint8 [T, S, S, 3], class word, split)}.
@@ -158,7 +176,9 @@ def write_fera(root: str, train: Sequence[tuple], test: Sequence[tuple], size: i
   truth = {}
   for split, rows in (("train", train), ("test", test)):
     for folder, stem, word, length in rows:
-      frames = _frames(labels_lib.FERA_WORDS.get(word.lower(), "anger"), length, size, rng)
+      given = (frames or {}).get(stem)
+      video = (_frames(labels_lib.FERA_WORDS.get(word.lower(), "anger"), length, size, rng)
+               if given is None else np.asarray(given, np.uint8))
       if split == "train":
         video_dir = os.path.join(base, "training", folder)
         label_path = os.path.join(video_dir, f"{stem}.dat")
@@ -167,8 +187,8 @@ def write_fera(root: str, train: Sequence[tuple], test: Sequence[tuple], size: i
         label_path = os.path.join(base, "test", "labels", f"{stem}.dat")
       os.makedirs(video_dir, exist_ok=True)
       os.makedirs(os.path.dirname(label_path), exist_ok=True)
-      write_video(os.path.join(video_dir, f"{stem}.avi"), frames)
+      write_video(os.path.join(video_dir, f"{stem}.avi"), video)
       with open(label_path, "w") as f:
         f.write(f"{word}\n")
-      truth[stem] = (frames, word, split)
+      truth[stem] = (video, word, split)
   return truth

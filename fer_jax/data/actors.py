@@ -124,6 +124,9 @@ def name_actors(descriptors: Sequence[Optional[np.ndarray]], fallback: Sequence[
                 threshold: float = THRESHOLD) -> list[str]:
   """Actor ids "actor01", ... for videos with a descriptor; `fallback[i]` for those without (None).
 
+  Clusters are numbered in order of their first video; a name that a faceless video keeps as its
+  fallback is never given to a cluster.
+
   Args:
     descriptors: per video, float [128] or None (no face found).
     fallback: per video, the id to keep when it has no descriptor (e.g. its folder name).
@@ -132,12 +135,17 @@ def name_actors(descriptors: Sequence[Optional[np.ndarray]], fallback: Sequence[
   if len(descriptors) != len(fallback):
     raise ValueError(f"{len(descriptors)} descriptors for {len(fallback)} fallback ids.")
   have = [i for i, d in enumerate(descriptors) if d is not None]
-  names = list(fallback)
+  names = [str(f) for f in fallback]
   if have:
     ids = cluster(np.stack([descriptors[i] for i in have]), threshold)
+    kept = {names[i] for i, d in enumerate(descriptors) if d is None}
     width = max(2, len(str(int(ids.max()) + 1)))
+    free = (f"actor{k:0{width}d}" for k in range(1, len(names) + len(kept) + 2))
+    actor = {}
+    for c in range(int(ids.max()) + 1):
+      actor[c] = next(n for n in free if n not in kept)
     for i, c in zip(have, ids):
-      names[i] = f"actor{int(c) + 1:0{width}d}"
+      names[i] = actor[int(c)]
   return names
 
 
