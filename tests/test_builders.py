@@ -9,6 +9,8 @@ import skimage.data
 import tensorflow_datasets as tfds
 
 from configs import default
+from fer_jax import errors
+from fer_jax.data import actors
 from fer_jax.data import labels as L
 from fer_jax.data import registration
 from fer_jax.data.builders import ck_plus, common, fera, mmi
@@ -53,6 +55,9 @@ def test_ck_plus_records(ck_root):
     np.testing.assert_array_equal(ex["labels"], expected[name])
     np.testing.assert_array_equal(ex["frames"], truth[name][0])  # Grey PNGs -> 3 equal channels.
     assert ex["subject"].decode() == name[:4]
+    # register=False: the detector finds no face in 32-px cartoons, so every point is NaN.
+    assert ex["landmarks"].shape == (len(expected[name]), 68, 2) and ex["landmarks"].dtype == np.float32
+    assert np.isnan(ex["landmarks"]).all()
   assert builder.info.features["labels"].feature.names == list(
       ("neutral", "anger", "disgust", "fear", "happiness", "sadness", "surprise"))
 
@@ -86,6 +91,14 @@ def test_ck_plus_registration_with_astronaut(tmp_path):
   # The second sequence ships landmarks: registration uses them, not the detector.
   np.testing.assert_array_equal(records["S001/002"]["frames"][0], reg.align(photo, pts + (5, 0)))
   assert not np.array_equal(records["S001/002"]["frames"][0], detected[0])
+  # Landmarks in crop pixels: the eye centres sit where registration's template puts them, (0.30,
+  # 0.38) S and (0.70, 0.38) S (within 5 % of S; the fit is least squares over 13 rigid points).
+  for name in ("S001/001", "S001/002"):
+    lm = records[name]["landmarks"]
+    assert lm.shape == (3, 68, 2) and lm.dtype == np.float32
+    eyes = np.stack([lm[:, 36:42].mean(1), lm[:, 42:48].mean(1)], axis=1)  # [T, 2, 2]
+    np.testing.assert_allclose(eyes, np.broadcast_to([[0.30 * 64, 0.38 * 64], [0.70 * 64, 0.38 * 64]],
+                                                     eyes.shape), atol=0.05 * 64)
 
 
 def test_no_face_raises_or_skips(tmp_path, caplog):
@@ -137,6 +150,24 @@ def test_ck_plus_bad_files(tmp_path, caplog):
   emotion.write_text("   9.0000000e+00\n")
   with pytest.raises(ValueError, match="S005_001_00000005_emotion.txt.*unknown CK"):
     ck_plus.make_builder(_config("ck_plus", tmp_path, image_size=31)).download_and_prepare()
+
+
+@pytest.mark.parametrize("text, match", [
+    ("   1.0000000e+02   2.0000000e+02\n" * 67, "expected 68 rows.*got shape \\(67, 2\\)"),
+    ("   1.0000000e+02   abc\n" * 68, "Cannot read CK\\+ landmarks file"),
+    ("   1.0   2.0   3.0\n" * 68, "got shape \\(68, 3\\)"),
+    ("", "got shape \\(0, "),
+])
+def test_ck_plus_malformed_landmarks(tmp_path, text, match):
+  root = tmp_path / "ck_plus"
+  good = np.tile([[100.0, 200.0]], (68, 1))
+  fake.write_ck_plus(str(root), CK_SEQS[:1], landmarks={("S005", "001"): [good] * 5},
+                     extra_unlabelled=False)
+  bad = root / "Landmarks" / "S005" / "001" / "S005_001_00000003_landmarks.txt"
+  bad.write_text(text)
+  with pytest.raises(common.ManualDataError, match=(  # Names the file, the fault and the fix.
+      f"(?s)(?=.*S005_001_00000003_landmarks.txt)(?=.*{match})(?=.*use_database_landmarks=False)")):
+    ck_plus.make_builder(_config("ck_plus", tmp_path, register=True)).download_and_prepare()
 
 
 def _oao(*units):
@@ -287,3 +318,70 @@ def test_through_pipeline(tmp_path):
   assert seqs.class_names == ("anger", "fear", "joy", "relief", "sadness")
   assert list(seqs.names) == ["t2"] and list(seqs.subjects) == ["a2"]
   np.testing.assert_array_equal(seqs.labels[0], [2, 2, 2])
+
+
+@pytest.mark.parametrize("name", ["mmi", "fera"])
+def test_bad_videos_raise_or_skip(tmp_path, caplog, name):
+  """A truncated and a zero-frame AVI raise the media module's errors naming the file, or are skipped
+  and counted with data.skip_unreadable."""
+  if name == "mmi":
+    fake.write_mmi(str(tmp_path / "mmi"), [(1, "S001-001", "4", 6, "0", None, False),
+                                           (2, "S002-001", "5", 6, "0", None, False),
+                                           (3, "S003-001", "6", 5, "0", None, False)], size=SIZE)
+    videos = {v.stem: v for v in (tmp_path / "mmi").rglob("*.avi")}
+    good, truncated, empty = videos["S001-001"], videos["S002-001"], videos["S003-001"]
+  else:
+    fake.write_fera(str(tmp_path / "fera"), train=[("d1", "t1", "joy", 6), ("d2", "t2", "fear", 6),
+                                                   ("d3", "t3", "anger", 5)],
+                    test=[("d4", "s1", "relief", 3)], size=SIZE)
+    videos = {v.stem: v for v in (tmp_path / "fera").rglob("*.avi")}
+    good, truncated, empty = videos["t1"], videos["t2"], videos["t3"]
+  fake.truncate(str(truncated), 0.6)
+  with pytest.raises(errors.UnreadableVideoError, match=f"{truncated.name}: .*truncated or corrupt"):
+    module = {"mmi": mmi, "fera": fera}[name]
+    module.make_builder(_config(name, tmp_path)).download_and_prepare()
+  fake.write_empty_video(str(empty), SIZE)
+  truncated.unlink()  # Now the zero-frame video is the first bad one.
+  shutil.copy(good, truncated)
+  with pytest.raises(errors.EmptySequenceError, match=f"{empty.name} has no"):
+    module.make_builder(_config(name, tmp_path, image_size=30)).download_and_prepare()
+  fake.truncate(str(truncated), 0.6)
+  with caplog.at_level(logging.WARNING):
+    builder = module.make_builder(_config(name, tmp_path, skip_unreadable=True))
+    records = _load(builder)["train"]
+  assert sorted(records) == [good.stem]
+  assert "skipped 2 of 3 sequences" in caplog.text
+  assert sorted(builder.info.metadata["skipped"]["train"]) == sorted([str(truncated), str(empty)])
+
+
+def test_fera_actors_from_real_faces(tmp_path):
+  """FERA videos of real people: the subject is the actor, the same id in train and test."""
+  import test_actors  # pylint: disable=g-import-not-at-top
+  videos = {name: np.stack(frames) for name, (frames, _) in test_actors.real_videos().items()
+            if name in ("a1", "a2", "b1", "b2", "g0", "g1")}
+  # One folder per video, as in the public copies: the folders say nothing about the actors.
+  train = [("v1", "a1", "joy", 0), ("v2", "b1", "sadness", 0), ("v3", "b2", "joy", 0),
+           ("v4", "g1", "relief", 0)]
+  test = [("v5", "a2", "anger", 0), ("v6", "g0", "fear", 0)]
+  fake.write_fera(str(tmp_path / "fera"), train=train, test=test, frames=videos)
+  builder = fera.make_builder(_config("fera", tmp_path))
+  splits = _load(builder)
+  subject = {name: ex["subject"].decode() for part in splits.values() for name, ex in part.items()}
+  # Clusters numbered by first video (train first): man A, woman B, group 1, then group 0.
+  assert subject == {"a1": "actor01", "b1": "actor02", "b2": "actor02", "g1": "actor03",
+                     "a2": "actor01", "g0": "actor04"}
+  expected = {"train": 3, "test": 2, "shared": 1, "shared_ids": ["actor01"], "threshold": 0.6,
+              "videos_without_face": 0}
+  assert dict(builder.info.metadata["actors"]) == expected
+  reloaded = fera.make_builder(_config("fera", tmp_path))  # Read back from the prepared data set.
+  assert dict(reloaded.info.metadata["actors"]) == expected
+  test_subjects = [subject[n] for n in sorted(splits["test"])]  # a2, g0
+  np.testing.assert_array_equal(actors.unseen_in_training(test_subjects, [
+      subject[n] for n in splits["train"]]), [False, True])
+  # register=False: landmarks of the real faces from the predictor, in the 32-px frame: all found,
+  # inside the frame, eyes above the mouth, the image-left eye left of the image-right eye.
+  for ex in splits["train"].values():
+    lm = ex["landmarks"]
+    assert np.isfinite(lm).all() and (lm > -1).all() and (lm < SIZE).all()
+    assert (lm[:, 36:48, 1].mean(1) < lm[:, 48:68, 1].mean(1)).all()
+    assert (lm[:, 36:42, 0].mean(1) < lm[:, 42:48, 0].mean(1)).all()

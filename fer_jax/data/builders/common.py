@@ -285,7 +285,7 @@ def read_landmarks(path: str) -> np.ndarray:
   try:
     pts = np.loadtxt(path, dtype=np.float64, ndmin=2)
   except (OSError, ValueError) as e:
-    raise ManualDataError(f"Cannot read CK+ landmarks file {path}: {e}. {fix}") from e
+    raise ManualDataError(f"Cannot read CK+ landmarks file {path}: {str(e).rstrip('.')}. {fix}") from e
   if pts.shape != (NUM_LANDMARKS, 2) or not np.isfinite(pts).all():
     raise ManualDataError(f"CK+ landmarks file {path}: expected {NUM_LANDMARKS} rows of finite (x, y), "
                           f"got shape {pts.shape}. {fix}")
