@@ -192,8 +192,11 @@ class Mmi(common.SequenceBuilder, skip_registration=True):
     if missing:
       raise common.missing_error(self, manual_dir, f"{len(missing)} sessions have metadata but neither "
                                  f"a video nor stills (partial download?), e.g. {missing[:5]}")
-    logging.info("mmi: %d frontal six-emotion sessions of %d subjects; left out: %s", len(items),
-                 len({i.subject for i in items}), dict(left_out) or "none")
+    annotated = sum(i.onset is not None for i in items)
+    logging.info("mmi: %d frontal six-emotion sessions of %d subjects (%d labelled from -oao_aucs.xml "
+                 "markers, %d by data.neutral_fraction); left out: %s", len(items),
+                 len({i.subject for i in items}), annotated, len(items) - annotated,
+                 dict(left_out) or "none")
     return items
 
   def frame_labels(self, item, length):
