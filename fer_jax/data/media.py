@@ -121,6 +121,9 @@ class FrameSource:
     return next(self._frames)
 
   def close(self) -> None:
+    """Stops reading (ffmpeg ends); later next() raises StopIteration."""
+    if hasattr(self._frames, "close"):
+      self._frames.close()
     if self._close is not None:
       self._close()
       self._close = None
