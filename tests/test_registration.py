@@ -9,10 +9,10 @@ import skimage.data
 import skimage.transform
 from PIL import Image
 
+from bench import registration as bench_registration
 from fer_jax.data import registration as R
 
 S = 128
-OLD_TEMPLATE = np.array([[0.3, 0.38], [0.7, 0.38], [0.5, 0.78]])  # Eye centres + mouth centre / S.
 
 
 @pytest.fixture(scope="module")
@@ -83,41 +83,10 @@ def test_known_similarity():
   assert frame.landmarks.dtype == np.float32 and frame.box is None
 
 
-def _open_mouth(image, pts, drop):
-  """The photo with the jaw, lower lip and mouth corners moved down by `drop` px (piecewise affine).
-
-  Only a region around the face is warped (speed); the upper face and the region's border stay put.
-  """
-  x0, y0 = np.maximum(pts.min(0).astype(int) - 40, 0)
-  x1, y1 = np.minimum(pts.max(0).astype(int) + 60, image.shape[1::-1])
-  region = image[y0:y1, x0:x1]
-  src = pts - (x0, y0)
-  dst = src.copy()
-  dst[list(range(4, 13)) + [55, 56, 57, 58, 59, 65, 66, 67], 1] += drop
-  dst[[48, 60], 0] -= 0.3 * drop
-  dst[[54, 64], 0] += 0.3 * drop
-  dst[[48, 54, 60, 64], 1] += 0.4 * drop
-  h, w = region.shape[:2]
-  border = [(x, y) for x in np.linspace(0, w - 1, 5) for y in np.linspace(0, h - 1, 5)
-            if x in (0, w - 1) or y in (0, h - 1)]
-  tform = skimage.transform.PiecewiseAffineTransform.from_estimate(
-      np.concatenate([dst, border]), np.concatenate([src, border]))
-  out = image.copy()
-  out[y0:y1, x0:x1] = np.clip(np.rint(skimage.transform.warp(region, tform, order=1,
-                                                             preserve_range=True)), 0, 255)
-  return out
-
-
-def _old_transform(pts):
-  """The former alignment (eye centres and mouth centre onto OLD_TEMPLATE), for comparison."""
-  anchors = np.concatenate([R.eye_centres(pts), pts[48:68].mean(0, keepdims=True)])
-  return skimage.transform.SimilarityTransform.from_estimate(anchors, OLD_TEMPLATE * S)
-
-
 def test_open_mouth_keeps_eyes_and_scale(registrar, astronaut):
   pts = registrar.landmarks(astronaut, registrar.detect(astronaut))
   eye_distance = np.linalg.norm(np.diff(R.eye_centres(pts), axis=0))
-  warped = _open_mouth(astronaut, pts, 0.3 * eye_distance)
+  warped = bench_registration.open_mouth(astronaut, pts, 0.3 * eye_distance)
   moved = registrar.landmarks(warped, registrar.detect(warped))  # Re-detected, as in a video.
   assert moved[48:68, 1].mean() - pts[48:68, 1].mean() > 3.0  # The detector sees the mouth drop.
   new, new_moved = registrar.transform(pts), registrar.transform(moved)
@@ -127,7 +96,7 @@ def test_open_mouth_keeps_eyes_and_scale(registrar, astronaut):
   faces = [registrar.align(astronaut, pts), registrar.align(warped, moved)]
   assert np.abs(_eyes(registrar, faces[0]) - _eyes(registrar, faces[1])).max() < 0.01 * S + 0.5
   # Control: the former eyes+mouth template zooms out as the mouth opens (> 4 % scale change).
-  old, old_moved = _old_transform(pts), _old_transform(moved)
+  old, old_moved = (bench_registration.old_transform(p, S) for p in (pts, moved))
   assert old_moved.scale / old.scale < 0.96
 
 
