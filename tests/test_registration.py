@@ -147,6 +147,24 @@ def test_turned_photo_beside_another_image(registrar, astronaut):
   assert (first.image_landmarks[:, 0] > 512).all()
 
 
+def test_two_faces_side_by_side_keep_one_half(registrar, astronaut, hopper):
+  """Dual view: [astronaut | Grace Hopper]; one half is chosen and kept for every frame."""
+  right = np.zeros_like(astronaut)
+  right[:, :] = np.asarray(Image.fromarray(hopper).resize((512, 600)))[44:556]
+  frame = np.concatenate([astronaut, right], 1)  # [512, 1024, 3], a face in each half.
+  faces, info = registrar.register_sequence([frame] * 4, source="dual")
+  assert info["half"] in ("left", "right") and info["orientation"] == 0
+  alone = registrar.register_image(astronaut if info["half"] == "left" else right)
+  inside = (info["image_landmarks"][..., 0] < 512) == (info["half"] == "left")
+  assert inside.all()  # Image coordinates are the whole frame's, all in the chosen half.
+  for face in faces:
+    assert np.abs(face.astype(float) - alone).mean() < 8.0
+  # One face beside a photo without faces: no half needed.
+  coffee = skimage.transform.resize(skimage.data.coffee(), (512, 512), preserve_range=True)
+  _, info = registrar.register_sequence([np.concatenate([astronaut, coffee.astype(np.uint8)], 1)])
+  assert info["half"] is None
+
+
 def test_grayscale(registrar, astronaut):
   grey = np.asarray(Image.fromarray(astronaut).convert("L"))
   face = registrar.register_image(grey)
