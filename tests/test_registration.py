@@ -248,7 +248,8 @@ def test_database_landmarks(registrar, astronaut):
   assert info["status"] == ["database"]
   np.testing.assert_array_equal(faces[0], registrar.align(astronaut, pts))
   np.testing.assert_allclose(info["landmarks"][0], registrar.transform(pts)(pts), atol=1e-4)
-  with pytest.raises(ValueError, match="S001/001: landmarks of frame 0 lie outside.*\\(x, y\\)"):
+  with pytest.raises(R.errors.ManualDataError,
+                     match="S001/001: landmarks of frame 0 lie outside.*\\(x, y\\)"):
     registrar.register_sequence(astronaut[None, :180], landmarks=[pts[:, ::-1]],  # (y, x) rows.
                                 source="S001/001")
   # The shifted landmarks move the crop: it differs from the detector's registration.

@@ -330,7 +330,8 @@ class Registrar:
 
     Raises:
       NoFaceError naming `source` when no frame has a face; UnreadableImageError naming a bad file;
-      EmptySequenceError for an empty sequence; ValueError for landmarks of the wrong shape.
+      EmptySequenceError for an empty sequence; ManualDataError for database landmarks of the wrong
+      shape or outside the frame.
     """
     tracker = _Tracker(self, source)
     out, pending = [], []
@@ -378,14 +379,19 @@ class Registrar:
     if landmarks is None:
       return None
     if t >= len(landmarks):
-      raise ValueError(f"{source}: {len(landmarks)} landmark sets for more frames than that.")
+      raise errors.ManualDataError(
+          f"{source}: {len(landmarks)} landmark files for more frames than that; give one per frame "
+          "(or set data.use_database_landmarks=False).")
     pts = np.asarray(landmarks[t], np.float64)
     if pts.shape != (68, 2):
-      raise ValueError(f"{source}: landmarks of frame {t} have shape {pts.shape}, expected [68, 2].")
+      raise errors.ManualDataError(
+          f"{source}: landmarks of frame {t} have shape {pts.shape}, expected [68, 2]; fix the file "
+          "(or set data.use_database_landmarks=False).")
     h, w = rgb.shape[:2]
     if (pts < -0.1 * max(h, w)).any() or (pts[:, 0] > 1.1 * w).any() or (pts[:, 1] > 1.1 * h).any():
-      raise ValueError(f"{source}: landmarks of frame {t} lie outside the {w}x{h} image; each row "
-                       "must be (x, y). Fix the file, or set data.use_database_landmarks=False.")
+      raise errors.ManualDataError(
+          f"{source}: landmarks of frame {t} lie outside the {w}x{h} image; each row must be (x, y). "
+          "Fix the file, or set data.use_database_landmarks=False.")
     return pts
 
 
