@@ -199,8 +199,9 @@ def _ffmpeg_source(name: str, path: str, kind: str, input_params: list[str]) -> 
   cmd = ([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel",
           "level+info"] + input_params + ["-i", path, "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt",
                                           "rgb24", "-"])
+  # Own session: Ctrl-C reaches Python (KeyboardInterrupt, then close() ends ffmpeg), not ffmpeg.
   proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE)
+                          stderr=subprocess.PIPE, start_new_session=True)
   log = _FfmpegLog(proc.stderr)
   log.start()
 
