@@ -1,6 +1,7 @@
 """dlib face registration on real photographs (skimage's astronaut, matplotlib's Grace Hopper)."""
 import logging
 import os
+import re
 
 import matplotlib
 import numpy as np
@@ -257,14 +258,19 @@ def test_database_landmarks(registrar, astronaut):
 
 
 def test_largest_of_several_faces(registrar, astronaut, caplog):
-  canvas = np.zeros((600, 900, 3), np.uint8)
-  canvas[:512, 380:892] = astronaut
-  small = np.asarray(Image.fromarray(astronaut).resize((300, 300)))
-  canvas[:300, :300] = small
+  canvas = np.zeros((600, 1000, 3), np.uint8)
+  canvas[:512, 488:] = astronaut
+  canvas[:400, :400] = np.asarray(Image.fromarray(astronaut).resize((400, 400)))
   with caplog.at_level(logging.INFO):
     box = registrar.detect(canvas, "two.png")
-  assert box.left() > 380  # The big copy's face.
-  assert "2 faces" in caplog.text
+  assert box.left() > 488  # The big copy's face.
+  assert re.search(r"two.png: \d faces found, using the largest", caplog.text)
+  # In a sequence each face lies in its own half: the half of the largest frontal face is kept.
+  _, info = registrar.register_sequence([canvas, canvas], source="two")
+  assert info["half"] == "right" and (info["image_landmarks"][..., 0] > 500).all()
+  flipped = np.ascontiguousarray(canvas[:, ::-1])
+  _, info = registrar.register_sequence([flipped, flipped], source="two")
+  assert info["half"] == "left" and (info["image_landmarks"][..., 0] < 500).all()
 
 
 def test_corrupt_png_names_file(registrar, astronaut, tmp_path):

@@ -13,10 +13,11 @@ mouth (0.82 S on the mean shape) no longer pulls the scale when it opens.
 
 Orientation and dual view, decided once per sequence at its first face and then kept (logged, and
 counted per sequence in `Registrar.view_counts`): upright by default; when the upright frame shows
-faces in both halves of a frame at least as wide as high (dual view: two faces side by side), the half
-with the best frontal face (dlib's front-looking sub-detectors first, then the highest score); when it
-shows no face in one of the sequence's first SEARCH_FRAMES frames, the best frontal face over the two
-halves and the 90/180/270-degree turns of that frame. Later frames are never searched.
+faces in both halves of a frame at least as wide as high, each inside its half (dual view: two faces
+side by side), the half with a frontal face (dlib's front-looking sub-detectors), the largest; when it
+shows no face in one of the sequence's first SEARCH_FRAMES frames, the best frontal face (highest
+detector score) over the two halves and the 90/180/270-degree turns of that frame. Later frames are
+never searched.
 
 Sequences: detect every `redetect_every` frames and track in between (the previous box moved with the
 landmarks); a frame where detection fails reuses the previous box ("fallback"). `Registrar.stream` is
@@ -452,19 +453,21 @@ class _Tracker:
   def _choose_view(self, rgb: np.ndarray, name: str, t: int):
     """(View, dlib.rectangle or None) for a sequence whose view is not chosen yet (see module doc).
 
-    Upright first. Faces in both halves of a frame at least as wide as high (dual view): the half
-    with the best frontal face. No upright face in one of the first search_frames frames: the best
+    Upright first. Faces in both halves of a frame at least as wide as high, each face inside its half
+    (dual view): the half with the best frontal face. No upright face in one of the first search_frames frames: the best
     frontal face over the halves and the 90/180/270-degree turns.
     """
     h, w = rgb.shape[:2]
     halves = [View(0, "left"), View(0, "right")] if w >= h else []
     found = self.reg.faces(rgb)
     if found:
-      if halves and len({f[0].center().x < w / 2 for f in found}) == 2:
-        view, box, key = self._best(halves, rgb)
+      sides = {-1 if f[0].right() < w // 2 else 1 if f[0].left() >= (w + 1) // 2 else 0
+               for f in found}
+      if halves and sides == {-1, 1}:  # Each face inside one half, both halves used.
+        view, box, _ = self._best(halves, rgb, by_area=True)
         if box is not None:
-          logging.info("%s: faces side by side; using the %s (score %.2f) for the whole sequence.",
-                       name, view.describe(), key[1])
+          logging.info("%s: faces side by side; using the %s (frontal, largest) for the whole "
+                       "sequence.", name, view.describe())
           return view, box
       if len(found) > 1:
         logging.info("%s: %d faces found, using the largest.", name, len(found))
@@ -477,15 +480,16 @@ class _Tracker:
                    "for the whole sequence.", name, t, view.describe(), key[1])
     return view, box
 
-  def _best(self, views: Sequence[View], rgb: np.ndarray):
-    """(View, dlib.rectangle, (frontal, score)) of the best face over `views`: frontal, then score."""
+  def _best(self, views: Sequence[View], rgb: np.ndarray, by_area: bool = False):
+    """(View, dlib.rectangle, (frontal, score)) of the best face over `views`: frontal first, then
+    the highest detector score (by_area: the largest box)."""
     best = (UPRIGHT, None, None)
     for view in views:
       found = self.reg.faces(view.image(rgb))
       if not found:
         continue
       box, score, kind = max(found, key=lambda f: _box_area(f[0]))
-      key = (kind in _FRONTAL, score)
+      key = (kind in _FRONTAL, _box_area(box) if by_area else score)
       if best[2] is None or key > best[2]:
         best = (view, box, key)
     return best
