@@ -523,6 +523,11 @@ def predict_batches(model: nnx.Module, config, batches: Iterable[dict],
   """
   steps = _inference_steps(model, mesh or make_mesh(), config.model.input_size)
   params, batch_stats = steps.replicate(_weights(model))
+  return predict_with(steps, params, batch_stats, batches)
+
+
+def predict_with(steps: Steps, params, batch_stats, batches: Iterable[dict]) -> dict[str, np.ndarray]:
+  """predict_batches with given Steps and replicated CNN weights (e.g. inside a training run)."""
   multiple = max(len(steps.mesh.devices.flat) // jax.process_count(), 1)
   outs = {"logits": [], "features": []}
   for local in batches:
