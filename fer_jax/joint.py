@@ -19,7 +19,8 @@ fer_jax/train.py (an Objective: this file gives the loss, the batch kind and the
   ties dropout to BN's mode, so dropout is off too.
 - The CRF input: CNN outputs ("logits" FC2, or "features" FC1) concatenated with optional constant
   per-frame inputs ("extra", e.g. geometry), standardised with stage 2's mean/std (CRFInput).
-- Best step: frame accuracy of Viterbi on the whole validation sequences (exact; the test metric).
+- Best step: frame accuracy of Viterbi on the whole validation sequences (exact; the test metric),
+  step 0 (stage 1 + 2 as they are) included: fine-tuning that does not help on validation is undone.
 - Optimizer: stage 1's SGD with momentum and weight decay on CNN kernels, at the constant rate
   joint.learning_rate, over CNN and CRF parameters alike.
 
@@ -194,7 +195,7 @@ def make_objective(crf_input: CRFInput, *, val_seqs, val_extra=None, ce_weight: 
 
   return train.Objective(name="windows", train_keys=keys, loss=loss, evaluate=evaluate,
                          check_batch=check_batch, cnn_params=lambda params: params["cnn"],
-                         images_per_example=window)
+                         images_per_example=window, eval_at_start=True)
 
 
 def loop_config(config) -> ml_collections.ConfigDict:

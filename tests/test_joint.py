@@ -304,7 +304,7 @@ def test_joint_fine_tuning_improves_the_training_objective_and_labels(tiny_net, 
   after = _training_objective(res.model, res.crf_params, tr, 4)
   assert after < 0.8 * before
   evals = [r for r in res.history if r["kind"] == "eval"]
-  assert [r["step"] for r in evals] == [8, 16, 24]
+  assert [r["step"] for r in evals] == [0, 8, 16, 24]
   assert res.best_val_accuracy == max(r["accuracy"] for r in evals)
   # predict_tags: Viterbi on whole sequences, as crf.predict on the model's outputs.
   tags, mask = joint.predict_tags(res.model, res.crf_params, config, va)
