@@ -223,6 +223,22 @@ def test_window_batches_are_windows_deterministic_and_cover_every_window():
   assert not np.array_equal(other["image"], whole[0]["image"])
 
 
+def test_window_augmentation_is_one_draw_per_window():
+  still = _seqs(4, seed=5, min_len=2, max_len=6)
+  still = pipeline.Sequences([np.repeat(f[:1], len(f), axis=0) for f in still.frames], still.labels,
+                             still.subjects, still.names, still.class_names)  # Frozen faces.
+  augment = default.get_base_config().data.augment
+  batch = next(pipeline.window_batches(still, 4, 8, seed=1, start_step=3, augment=augment))
+  plain = next(pipeline.window_batches(still, 4, 8, seed=1, start_step=3))
+  np.testing.assert_array_equal(batch["mask"], plain["mask"])
+  changed = 0
+  for image, mask, raw in zip(batch["image"], batch["mask"], plain["image"]):
+    assert all(np.array_equal(frame, image[0]) for frame in image[mask])  # One draw per window.
+    assert not image[~mask].any()  # Padding stays zeros.
+    changed += not np.array_equal(image[0], raw[0])
+  assert changed >= 6
+
+
 # --- The loop: data parallel, resumable, and it learns.
 
 def _train(config, workdir, tr, va, model, p, mesh=None):
