@@ -125,6 +125,7 @@ def get_base_config():
   c.joint.batch_size = 8  # Windows per global batch (a multiple of the device count).
   c.joint.learning_rate = 0.001  # Constant SGD rate (> 0), stage 1's momentum and weight decay.
   c.joint.ce_weight = 0.0  # Weight (>= 0) of the per-frame cross-entropy added to the window NLL.
+  c.joint.augment = False  # Windows get data.augment (one draw per window); False: frames as stage 2.
   c.joint.log_every = 50
   c.joint.eval_every = 200  # Validation: Viterbi frame accuracy on whole sequences; best step kept.
   c.joint.checkpoint_every = 200
