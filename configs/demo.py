@@ -1,8 +1,9 @@
 """Demo: the whole two-stage method on the synthetic set, on a CPU in a few minutes.
 
-A tiny Inception-ResNet (input 75, width 1/8) on procedurally drawn face sequences, two folds; the CRF
-over the CNN's FC2 outputs, sigma^2 chosen on validation; then stage 3 fine-tunes CNN and CRF together
-on windows of 8 frames (100 steps, the "joint" row). No download. About 3-4 minutes on 2 CPU cores.
+A tiny Inception-ResNet (input 75, width 1/8) on procedurally drawn face sequences, two folds; the
+CRF over the CNN's FC2 outputs, sigma^2 chosen on validation; then stage 3 fine-tunes CNN and CRF
+together on windows of 8 frames (100 steps, the "joint" row). No download. About 3-4 minutes on 2
+CPU cores.
 Variants: ":smoke" (tests: a few steps, one fold).
 """
 from configs import default

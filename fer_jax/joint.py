@@ -193,7 +193,8 @@ def make_objective(crf_input: CRFInput, *, val_seqs, val_extra=None, ce_weight: 
         np.shape(batch["mask"]) != tags or tags != image.shape[:2] or not np.all(
             np.asarray(batch["mask"])[:, 0]):
       raise ValueError(f"window batches: step {step} gave image {image.shape} {image.dtype}, label "
-                       f"{tags}; expected uint8 [{local_batch}, W, S, S, 3], [{local_batch}, W] and "
+                       f"{tags}; expected uint8 [{local_batch}, W, S, S, 3], [{local_batch}, W] "
+                       "and "
                        "a mask whose rows each start with a real frame.")
 
   return train.Objective(name="windows", train_keys=keys, loss=loss, evaluate=evaluate,
@@ -202,7 +203,7 @@ def make_objective(crf_input: CRFInput, *, val_seqs, val_extra=None, ce_weight: 
 
 
 def loop_config(config) -> ml_collections.ConfigDict:
-  """The shared loop's section for stage 3, from config.joint (+ stage 1's momentum, weight decay)."""
+  """The shared loop's section for stage 3: config.joint + stage 1's momentum and weight decay."""
   j = config.joint
   return ml_collections.ConfigDict(dict(
       section="config.joint", batch_size=j.batch_size, num_steps=j.steps,

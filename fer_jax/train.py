@@ -283,7 +283,7 @@ def evaluate(steps: Steps, params, batch_stats, eval_batches: EvalBatches) -> di
 
 
 def _frame_loss(apply: Apply, params, batch_stats, batch, key):
-  """Stage 1: mean softmax cross-entropy of the frames (train mode: BN batch statistics, dropout)."""
+  """Stage 1: mean softmax cross-entropy of frames (train mode: BN batch statistics, dropout)."""
   out, batch_stats = apply(params, batch_stats, batch["image"], True, key)
   labels = batch["label"]
   loss = optax.softmax_cross_entropy_with_integer_labels(out["logits"], labels).mean()
@@ -532,7 +532,8 @@ def predict_batches(model: nnx.Module, config, batches: Iterable[dict],
   return predict_with(steps, params, batch_stats, batches)
 
 
-def predict_with(steps: Steps, params, batch_stats, batches: Iterable[dict]) -> dict[str, np.ndarray]:
+def predict_with(steps: Steps, params, batch_stats,
+                 batches: Iterable[dict]) -> dict[str, np.ndarray]:
   """predict_batches with given Steps and replicated CNN weights (e.g. inside a training run)."""
   multiple = max(len(steps.mesh.devices.flat) // jax.process_count(), 1)
   outs = {"logits": [], "features": []}

@@ -170,8 +170,8 @@ def test_loss_gradients_reach_cnn_and_crf_and_padding_has_no_effect(tiny_net):
   noisy = dict(batch)
   pad = ~batch["mask"]
   rs = np.random.RandomState(9)
-  noisy["image"] = np.where(pad[..., None, None, None],
-                            rs.randint(0, 256, batch["image"].shape), batch["image"]).astype(np.uint8)
+  noise = rs.randint(0, 256, batch["image"].shape)
+  noisy["image"] = np.where(pad[..., None, None, None], noise, batch["image"]).astype(np.uint8)
   noisy["label"] = np.where(pad, rs.randint(0, K, pad.shape), batch["label"]).astype(np.int32)
   noisy["extra"] = np.where(pad[..., None], 1e3, batch["extra"]).astype(np.float32)
   loss2, metrics2, _, grads2 = _objective_loss(objective, steps, params, stats, noisy)
