@@ -6,10 +6,13 @@
   fitting.py    the objective, full-batch L-BFGS fit, sigma^2 selection (validation or inner CV).
   online.py     FixedLagSmoother: fixed-lag marginals and labels over a stream of frames.
 """
+from fer_jax.crf import online
 from fer_jax.crf.fitting import FitInfo
 from fer_jax.crf.fitting import fit
+from fer_jax.crf.fitting import fit_path
 from fer_jax.crf.fitting import objective
 from fer_jax.crf.fitting import select_sigma2
+from fer_jax.crf.fitting import select_sigma2_inner_cv
 from fer_jax.crf.fitting import SelectionRow
 from fer_jax.crf.fitting import TRACE_COUNT
 from fer_jax.crf.inference import log_likelihood
@@ -17,7 +20,10 @@ from fer_jax.crf.inference import log_partition
 from fer_jax.crf.inference import marginals
 from fer_jax.crf.inference import sequence_score
 from fer_jax.crf.inference import viterbi_decode
+from fer_jax.crf.online import FixedLagSmoother
 from fer_jax.crf.params import CRFParams
+from fer_jax.crf.params import load_crf
 from fer_jax.crf.params import predict
 from fer_jax.crf.params import predict_marginals
+from fer_jax.crf.params import save_crf
 from fer_jax.crf.params import unaries
