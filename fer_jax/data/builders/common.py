@@ -26,10 +26,11 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 from fer_jax import errors
+from fer_jax.data import media
 from fer_jax.data import registration
 
-IMAGE_EXTENSIONS = registration.IMAGE_EXTENSIONS
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mpg", ".mpeg", ".wmv", ".mkv")
+IMAGE_EXTENSIONS = media.IMAGE_EXTENSIONS
+VIDEO_EXTENSIONS = media.VIDEO_EXTENSIONS
 INDEX_FILE = "index.csv"
 INDEX_COLUMNS = ("path", "subject", "sequence", "label")
 REDETECT_EVERY = 5  # Registration: run the face detector every this many frames, track in between.
@@ -40,7 +41,8 @@ ManualDataError = errors.ManualDataError
 EmptySequenceError = errors.EmptySequenceError
 
 
-SKIPPABLE = (registration.UnreadableImageError, registration.NoFaceError, EmptySequenceError)
+SKIPPABLE = (registration.UnreadableImageError, errors.UnreadableVideoError, registration.NoFaceError,
+             EmptySequenceError)
 
 
 @dataclasses.dataclass
@@ -164,14 +166,8 @@ frame_files = registration.frame_files
 
 
 def read_video(path: str) -> list[np.ndarray]:
-  """All frames of a video file as uint8 [H, W, 3] (imageio-ffmpeg); UnreadableImageError naming it."""
-  import imageio.v2 as imageio  # pylint: disable=g-import-not-at-top
-  try:
-    with imageio.get_reader(path, format="FFMPEG") as reader:
-      return [registration.as_rgb(np.asarray(f, np.uint8), path) for f in reader]
-  except (OSError, RuntimeError, ValueError, IndexError) as e:
-    raise registration.UnreadableImageError(
-        f"Cannot read video {path}: {e}. Replace the file (or set data.skip_unreadable=True).") from e
+  """All frames of a video file as uint8 [H, W, 3] (media.read_frames: its errors name the file)."""
+  return media.read_frames(path)
 
 
 def class_index(label: str, class_names: Sequence[str], source: str) -> int:
