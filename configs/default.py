@@ -64,6 +64,11 @@ def get_base_config():
   c.data.synthetic.min_length = 12
   c.data.synthetic.max_length = 24
   c.data.synthetic.seed = 0
+  # How hard single frames are: pixel noise std (fraction of 255, >= 0), chance of an occluded frame
+  # ([0, 1]) and landmark noise std (fraction of the inter-ocular distance, >= 0).
+  c.data.synthetic.noise = 0.07
+  c.data.synthetic.occlusion_prob = 0.12
+  c.data.synthetic.landmark_noise = 0.03
   # Stage-1 augmentation of training frames.
   c.data.augment = ml_collections.ConfigDict()
   c.data.augment.flip = True  # Random horizontal flip.

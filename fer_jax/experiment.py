@@ -102,7 +102,7 @@ def to_shared_space(seqs, shared_classes, prefix: str):
   class absent from the space (neutral when FERA is held out) are cut from the ends of the sequence.
   Subject ids become "<prefix>/<id>" so that ids of different databases never collide.
   """
-  keep_idx, frames, labels = [], [], []
+  keep_idx, frames, labels, points = [], [], [], []
   neutral = seqs.class_names.index("neutral") if "neutral" in seqs.class_names else -1
   for i, (x, y) in enumerate(zip(seqs.frames, seqs.labels)):
     mapped, keep = labels_lib.to_shared(y, seqs.class_names, shared_classes)
@@ -115,11 +115,13 @@ def to_shared_space(seqs, shared_classes, prefix: str):
     keep_idx.append(i)
     frames.append(x[keep])
     labels.append(mapped[keep])
+    points.append(seqs.landmarks[i][keep])
   logging.info("Shared label space %s: kept %d of %d sequences.", shared_classes, len(keep_idx),
                len(seqs))
   subjects = np.array([f"{prefix}/{s}" for s in seqs.subjects[keep_idx]], dtype=object)
   return pipeline.Sequences(frames=frames, labels=labels, subjects=subjects,
-                            names=seqs.names[keep_idx], class_names=tuple(shared_classes))
+                            names=seqs.names[keep_idx], class_names=tuple(shared_classes),
+                            landmarks=points)
 
 
 def train_cnn(config, workdir: str, train_seqs, val_seqs, num_classes: int, seed: int):
