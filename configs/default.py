@@ -110,7 +110,13 @@ def get_base_config():
 
   # --- Stage 2: CRF (fer_jax/crf.py).
   c.crf = ml_collections.ConfigDict()
-  c.crf.features = "logits"  # Model output fed to the CRF: "logits" (FC2, paper) or "features" (FC1).
+  # The CRF's input (the primary row): "logits" (FC2, the paper), "features" (FC1), "geometry" (landmark
+  # geometry, fer_jax/geometry.py) joined by "+", e.g. "logits+geometry" (fused); each dimension
+  # standardised with training-frame statistics saved with the CRF.
+  c.crf.features = "logits"
+  # More CRF rows fitted and reported beside the primary one (same CNN, same folds); () for none.
+  c.crf.compare_features = ("geometry", "logits+geometry")
+  c.crf.geometry_reference = "first"  # Geometry: displacement from the first frame too; "none": not.
   c.crf.solver = "jaxopt"  # jaxopt | optax (both L-BFGS).
   c.crf.max_iter = 500
   c.crf.tol = 1e-4  # Gradient-norm tolerance.

@@ -17,6 +17,8 @@ import ml_collections
 import numpy as np
 
 from fer_jax import crf
+from fer_jax import crf_inputs
+from fer_jax import errors
 from fer_jax import evaluate
 from fer_jax import metrics_writer
 from fer_jax import report
@@ -26,6 +28,7 @@ from fer_jax.data import pipeline
 from fer_jax.data import splits
 
 DATABASES = ("ck_plus", "mmi", "fera")
+ROW_METRICS = ("frame_accuracy", "sequence_accuracy_last", "sequence_accuracy_majority")
 
 
 def _data_config(config, name: str, manual_dir):
@@ -154,22 +157,26 @@ def model_outputs(model, config, seqs):
 
 def cross_fitted_outputs(config, fold_dir, train_seqs, num_classes, seed):
   """Out-of-fold CNN outputs for the training sequences: each group of training subjects is predicted
-  by a CNN trained on the other groups (validated on a subject-disjoint slice of them)."""
+  by a CNN trained on the other groups (validated on a subject-disjoint slice of them).
+
+  Returns:
+    {"logits": [N, T, C], "features": [N, T, F]} float32, 0 at padding.
+  """
   inner = splits.subject_independent_folds(
       train_seqs.subjects, num_folds=config.crf.cross_fit_folds,
       val_fraction=config.protocol.val_fraction, test_fraction=None, seed=seed)
-  key = config.crf.features
-  values = None
+  t_max = max(len(l) for l in train_seqs.labels)
+  values = {}
   for j, f in enumerate(inner):
     logging.info("Cross-fit CNN %d/%d: %d training sequences, predicting %d.", j + 1, len(inner),
                  len(f.train), len(f.test))
     model = train_cnn(config, os.path.join(fold_dir, f"cross_fit_{j}", "cnn"),
                       train_seqs.subset(f.train), train_seqs.subset(f.val), num_classes, seed + 100 + j)
     out, _, _ = model_outputs(model, config, train_seqs.subset(f.test))
-    if values is None:
-      shape = (len(train_seqs), max(len(l) for l in train_seqs.labels), out[key].shape[-1])
-      values = np.zeros(shape, np.float32)
-    values[f.test, :out[key].shape[1]] = out[key]
+    for key, v in out.items():
+      if key not in values:
+        values[key] = np.zeros((len(train_seqs), t_max, v.shape[-1]), np.float32)
+      values[key][f.test, :v.shape[1]] = v
   return values
 
 
@@ -240,26 +247,91 @@ def _jsonable(x):
   return x
 
 
+def feature_sets(config) -> list:
+  """The CRF input specs of a run: crf.features (the primary row), then crf.compare_features."""
+  primary = config.crf.features
+  return [primary] + [f for f in config.crf.compare_features if f != primary]
+
+
+def _usable_feature_sets(config, seqs) -> list:
+  """feature_sets, less the geometry ones when the data set has no landmarks (an error if primary)."""
+  has_landmarks = any(np.isfinite(p).any() for p in seqs.landmarks)
+  out = []
+  for spec in feature_sets(config):
+    if crf_inputs.CrfInputs(spec, config.crf.geometry_reference).uses_geometry and not has_landmarks:
+      if spec == config.crf.features:
+        raise errors.ConfigError(
+            f"crf.features={spec!r} uses geometry, but {config.data.name} has no landmarks: rebuild "
+            "it with a builder version that stores them, or set crf.features='logits'.")
+      logging.warning("%s has no landmarks: the %r CRF row is skipped.", config.data.name, spec)
+      continue
+    out.append(spec)
+  return out
+
+
+def _crf_data(config, spec, outs, landmarks, cross_fit):
+  """Standardised CRF inputs of every split for one feature set.
+
+  Args:
+    outs: {"train" | "val" | "test": (model outputs {name: [N, T, .]}, tags [N, T], mask [N, T])}.
+    landmarks: {split: list of [T_i, 68, 2]}.
+    cross_fit: cross-fitted training outputs {name: [N, T, .]} or None.
+
+  Returns:
+    (CrfInputs fitted on the training frames, train_sets {"in_sample" (, "cross_fit"): (x, tags,
+    mask)}, val (x, tags, mask), test (x, tags, mask)); x float32 [N, T, D], 0 at padding.
+  """
+  inputs = crf_inputs.CrfInputs(spec, config.crf.geometry_reference)
+  raw = {name: inputs.raw_sequences(o, landmarks[name], m) for name, (o, _, m) in outs.items()}
+  inputs = inputs.fit(raw["train"], outs["train"][2])
+  data = {name: (inputs.standardise(x) * outs[name][2][..., None], outs[name][1], outs[name][2])
+          for name, x in raw.items()}
+  train_sets = {"in_sample": data["train"]}
+  if cross_fit is not None:
+    _, tags, mask = outs["train"]
+    x = inputs.standardise(inputs.raw_sequences(cross_fit, landmarks["train"], mask))
+    train_sets["cross_fit"] = (x * mask[..., None], tags, mask)
+  return inputs, train_sets, data["val"], data["test"]
+
+
+def neutral_index(class_names):
+  """The index of "neutral" in class_names, or None (FERA has no neutral class)."""
+  return list(class_names).index("neutral") if "neutral" in class_names else None
+
+
 def run_fold(config, fold_dir: str, seqs, fold, k: int) -> dict:
-  """Both stages on one fold; returns the fold's result dict (also written to fold_dir/result.json)."""
+  """Both stages on one fold; returns the fold's result dict (also written to fold_dir/result.json).
+
+  result["rows"] holds one evaluate.row_metrics dict (frame and sequence accuracy on the test set) per
+  method: "cnn" (softmax), "crf/<spec>" for every feature set of feature_sets(config).
+  """
   num_classes = len(seqs.class_names)
+  neutral = neutral_index(seqs.class_names)
   seed = config.seed + 1000 * k
-  train_seqs, val_seqs, test_seqs = (seqs.subset(fold.train), seqs.subset(fold.val),
-                                     seqs.subset(fold.test))
+  parts = {"train": seqs.subset(fold.train), "val": seqs.subset(fold.val),
+           "test": seqs.subset(fold.test)}
+  train_seqs, val_seqs, test_seqs = parts["train"], parts["val"], parts["test"]
   logging.info("Fold %d: %d/%d/%d sequences (%d/%d/%d frames) train/val/test.", k, len(train_seqs),
                len(val_seqs), len(test_seqs), train_seqs.num_frames, val_seqs.num_frames,
                test_seqs.num_frames)
+  specs = _usable_feature_sets(config, seqs)
   model = train_cnn(config, os.path.join(fold_dir, "cnn"), train_seqs, val_seqs, num_classes, seed)
-  key = config.crf.features
-  (tr, tr_tags, tr_mask), (va, va_tags, va_mask), (te, te_tags, te_mask) = (
-      model_outputs(model, config, s) for s in (train_seqs, val_seqs, test_seqs))
-  train_sets = {"in_sample": (tr[key], tr_tags, tr_mask)}
+  outs = {name: model_outputs(model, config, s) for name, s in parts.items()}
+  te, te_tags, te_mask = outs["test"]
+  cross_fit = None
   if config.crf.train_features == "cross_fit" or config.crf.compare_variants:
-    cf = cross_fitted_outputs(config, fold_dir, train_seqs, num_classes, seed)
-    train_sets["cross_fit"] = (cf, tr_tags, tr_mask)
-  variants = crf_variants(config, train_sets, (va[key], va_tags, va_mask),
-                          (te[key], te_tags, te_mask), train_seqs.subjects, num_classes, seed)
+    cross_fit = cross_fitted_outputs(config, fold_dir, train_seqs, num_classes, seed)
+  landmarks = {name: s.landmarks for name, s in parts.items()}
   primary = f"{config.crf.train_features}/{config.crf.sigma2_selection}"
+  rows = {"cnn": evaluate.row_metrics(te["logits"].argmax(-1), te_tags, te_mask, neutral)}
+  fitted = {}
+  for spec in specs:
+    inputs, train_sets, val, test = _crf_data(config, spec, outs, landmarks, cross_fit)
+    variants = crf_variants(config, train_sets, val, test, train_seqs.subjects, num_classes, seed)
+    rows[f"crf/{spec}"] = evaluate.row_metrics(variants[primary]["test_tags"], te_tags, te_mask,
+                                               neutral)
+    fitted[spec] = (inputs, variants)
+  inputs, variants = fitted[config.crf.features]
   true = evaluate.masked_frames(te_tags, te_mask)
   softmax = evaluate.frame_metrics(evaluate.masked_frames(te["logits"].argmax(-1), te_mask), true,
                                    num_classes)
@@ -271,6 +343,7 @@ def run_fold(config, fold_dir: str, seqs, fold, k: int) -> dict:
       "per_class_softmax": softmax["per_class"], "per_class_crf": with_crf["per_class"],
       "confusion_softmax": softmax["confusion"], "confusion_crf": with_crf["confusion"],
       "sigma2": variants[primary]["sigma2"], "crf_variant": primary,
+      "crf_features": config.crf.features, "rows": rows,
       "variants": {
           name: {"accuracy_crf": evaluate.frame_metrics(
                      evaluate.masked_frames(v["test_tags"], te_mask), true, num_classes)["accuracy"],
@@ -282,15 +355,16 @@ def run_fold(config, fold_dir: str, seqs, fold, k: int) -> dict:
       "test_subjects": sorted(set(str(s) for s in test_seqs.subjects)),
   }
   if jax.process_index() == 0:
-    save_crf(os.path.join(fold_dir, "crf.npz"), variants[primary]["params"], variants[primary]["sigma2"])
+    save_crf(os.path.join(fold_dir, "crf.npz"), variants[primary]["params"], variants[primary]["sigma2"],
+             extras=inputs.to_extras())
     _write_json(os.path.join(fold_dir, "result.json"), result)
   return result
 
 
-def save_crf(path: str, params, sigma2: float):
-  """Writes the fold's CRF (the configured variant) for fer_jax.predict."""
+def save_crf(path: str, params, sigma2: float, extras=None):
+  """Writes the fold's CRF (the configured variant) for fer_jax.predict; extras: {str: np.ndarray}."""
   arrays = {f.name: np.asarray(getattr(params, f.name)) for f in dataclasses.fields(crf.CRFParams)}
-  np.savez(path, sigma2=sigma2, **arrays)
+  np.savez(path, sigma2=sigma2, **arrays, **(extras or {}))
 
 
 def load_crf(path: str):
@@ -311,14 +385,23 @@ def _write_json(path: str, obj):
 
 
 def summarize(results: list, config, database: str, protocol: str, class_names) -> dict:
+  """results.json: the folds and, per metric, mean and sample std over folds (evaluate.summarize).
+
+  summary["rows"][row][metric] for every row present in all folds and metric frame_accuracy,
+  sequence_accuracy_last, sequence_accuracy_majority.
+  """
   summary = {m: evaluate.summarize([r[m] for r in results])
              for m in ("accuracy_softmax", "accuracy_crf")}
   primary = results[0]["crf_variant"]
   names = [primary] + sorted(n for n in results[0]["variants"] if n != primary)
   summary["variants"] = {n: evaluate.summarize([r["variants"][n]["accuracy_crf"] for r in results])
                          for n in names if all(n in r["variants"] for r in results)}
+  summary["rows"] = {
+      row: {m: evaluate.summarize([r["rows"][row][m] for r in results]) for m in ROW_METRICS}
+      for row in results[0].get("rows", {}) if all(row in r.get("rows", {}) for r in results)}
   return {"database": database, "table": config.report.table, "protocol": protocol,
           "class_names": list(class_names), "folds": results, "summary": summary,
+          "crf_features": results[0].get("crf_features", config.crf.features),
           "config": config.to_dict()}
 
 
@@ -358,9 +441,12 @@ def run(config, workdir: str) -> dict:
 
 
 def _write_tensorboard(results: dict, workdir: str):
-  """Test accuracies per fold to workdir/metrics.jsonl and TensorBoard (step = fold)."""
+  """Test accuracies per fold to workdir/metrics.jsonl and TensorBoard (step = fold): the softmax and
+  primary CRF frame accuracies and, per row, "<row>/<metric>" for ROW_METRICS."""
   writer = metrics_writer.MetricWriter(workdir)
   writer.truncate_after(-1)  # A rerun writes every fold again.
   for r in results["folds"]:
-    writer.write(r["fold"], "test", {m: r[m] for m in ("accuracy_softmax", "accuracy_crf")})
+    scalars = {m: r[m] for m in ("accuracy_softmax", "accuracy_crf")}
+    scalars.update({f"{row}/{m}": v[m] for row, v in r.get("rows", {}).items() for m in ROW_METRICS})
+    writer.write(r["fold"], "test", scalars)
   writer.close()
