@@ -36,8 +36,8 @@ def parse_spec(spec: str) -> tuple:
 def label(spec: str) -> str:
   """The report's name of a CRF on `spec`: "CNN + CRF", "geometry + CRF", "fused + CRF", ..."""
   known = {("logits",): "CNN + CRF", ("geometry",): "geometry + CRF",
-           ("logits", "geometry"): "fused + CRF", ("features",): "CNN FC1 + CRF"}
-  return known.get(parse_spec(spec), f"CRF on {spec}")
+           ("geometry", "logits"): "fused + CRF", ("features",): "CNN FC1 + CRF"}
+  return known.get(tuple(sorted(parse_spec(spec))), f"CRF on {spec}")
 
 
 @dataclasses.dataclass(frozen=True)
