@@ -88,7 +88,7 @@ def make_random_workdir(config, workdir: str, class_names=CLASS_NAMES, fold: int
   params = crf.CRFParams(weights=r(d, k), bias=r(k),
                          transitions=r(k, k) + 2 * np.eye(k, dtype=np.float32),
                          start=r(k), end=r(k))
-  experiment.save_crf(os.path.join(fold_dir, "crf.npz"), params, 1.0)
+  crf.save_crf(os.path.join(fold_dir, "crf.npz"), params, 1.0)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=1))
   with open(os.path.join(workdir, "results.json"), "w") as f:

@@ -6,7 +6,6 @@ Workdir layout:
   fold_<k>/result.json          the finished fold (a rerun skips it)
   results.json, report.md, confusion_softmax.png, confusion_crf.png, tensorboard/
 """
-import dataclasses
 import json
 import os
 
@@ -180,25 +179,12 @@ def cross_fitted_outputs(config, fold_dir, train_seqs, num_classes, seed):
   return values
 
 
-def select_sigma2_inner_cv(x, tags, mask, subjects, config, num_classes, seed):
-  """sigma^2 by inner cross-validation over the training subjects: pooled frame accuracy of CRFs fitted
-  on the other subject groups. Returns (sigma2, {sigma2: accuracy})."""
+def inner_cv_folds(subjects, config, seed):
+  """(fit, held-out) index pairs over the training sequences: subject-disjoint groups for
+  crf.select_sigma2_inner_cv."""
   inner = splits.subject_independent_folds(subjects, num_folds=config.crf.inner_cv_folds,
                                            val_fraction=0.0, test_fraction=None, seed=seed)
-  scores = {}
-  for sigma2 in config.crf.sigma2_grid:
-    correct = total = 0
-    for f in inner:
-      train_idx = np.concatenate([f.train, f.val]).astype(int)
-      params, _ = crf.fit(x[train_idx], tags[train_idx], mask[train_idx], sigma2=sigma2,
-                          **_fit_kwargs(config, num_classes))
-      pred = np.asarray(crf.predict(params, x[f.test], mask[f.test]))
-      m = mask[f.test]
-      correct += int((pred == tags[f.test])[m].sum())
-      total += int(m.sum())
-    scores[float(sigma2)] = correct / total
-  best = max(scores, key=lambda s: (scores[s], -abs(np.log10(s))))
-  return best, scores
+  return [(np.concatenate([f.train, f.val]).astype(int), f.test) for f in inner]
 
 
 def _fit_kwargs(config, num_classes):
@@ -217,16 +203,17 @@ def crf_variants(config, train_sets, val, test, train_subjects, num_classes, see
     {"<features>/<selection>": {"sigma2", "test_tags" [N, T], "selection_scores"}}.
   """
   out = {}
+  kwargs = _fit_kwargs(config, num_classes)
+  grid = config.crf.sigma2_grid
   for features, (x, tags, mask) in train_sets.items():
+    fits = crf.fit_path(x, tags, mask, grid, **kwargs)  # shared by both selections
     for selection in ("validation", "inner_cv"):
       if selection == "validation":
-        sigma2, _, table = crf.select_sigma2((x, tags, mask), val, config.crf.sigma2_grid,
-                                             **_fit_kwargs(config, num_classes))
-        scores = table
+        sigma2, params, scores = crf.select_sigma2((x, tags, mask), val, grid, fits=fits, **kwargs)
       else:
-        sigma2, scores = select_sigma2_inner_cv(x, tags, mask, train_subjects, config, num_classes,
-                                                seed)
-      params, info = crf.fit(x, tags, mask, sigma2=sigma2, **_fit_kwargs(config, num_classes))
+        sigma2, params, scores = crf.select_sigma2_inner_cv(
+            (x, tags, mask), inner_cv_folds(train_subjects, config, seed), grid, fits=fits, **kwargs)
+      info = fits[float(sigma2)][1]
       logging.info("CRF %s/%s: sigma2=%g objective=%.4g iterations=%d converged=%s", features,
                    selection, sigma2, float(info.objective), int(info.iterations), bool(info.converged))
       out[f"{features}/{selection}"] = {
@@ -355,26 +342,10 @@ def run_fold(config, fold_dir: str, seqs, fold, k: int) -> dict:
       "test_subjects": sorted(set(str(s) for s in test_seqs.subjects)),
   }
   if jax.process_index() == 0:
-    save_crf(os.path.join(fold_dir, "crf.npz"), variants[primary]["params"], variants[primary]["sigma2"],
-             extras=inputs.to_extras())
+    crf.save_crf(os.path.join(fold_dir, "crf.npz"), variants[primary]["params"],
+                 variants[primary]["sigma2"], extras=inputs.to_extras())
     _write_json(os.path.join(fold_dir, "result.json"), result)
   return result
-
-
-def save_crf(path: str, params, sigma2: float, extras=None):
-  """Writes the fold's CRF (the configured variant) for fer_jax.predict; extras: {str: np.ndarray}."""
-  arrays = {f.name: np.asarray(getattr(params, f.name)) for f in dataclasses.fields(crf.CRFParams)}
-  np.savez(path, sigma2=sigma2, **arrays, **(extras or {}))
-
-
-def load_crf(path: str):
-  """Reads a CRF written by save_crf. Returns (CRFParams, sigma2)."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: the fold has not finished stage 2; run "
-                            "`python -m fer_jax.main` with the same --config and --workdir first.")
-  with np.load(path) as z:
-    fields = [f.name for f in dataclasses.fields(crf.CRFParams)]
-    return crf.CRFParams(**{name: z[name] for name in fields}), float(z["sigma2"])
 
 
 def _write_json(path: str, obj):

@@ -33,7 +33,6 @@ import numpy as np
 
 from fer_jax import crf
 from fer_jax import errors
-from fer_jax import experiment
 from fer_jax import train
 from fer_jax.data import registration
 
@@ -211,7 +210,7 @@ def load_fold(workdir: str, fold: int = 0):
     raise FileNotFoundError(f"{cnn_dir} not found: fold {fold} has no trained CNN (folds here: "
                             f"{have or 'none'}); pass --fold or run "
                             + _CREATE.format(workdir=workdir))
-  params, _ = experiment.load_crf(os.path.join(fold_dir, "crf.npz"))
+  params, _, _ = crf.load_crf(os.path.join(fold_dir, "crf.npz"))
   num_classes = int(np.shape(params.weights)[1])
   names = class_names(workdir, num_classes)
   model = train.load_model(config, cnn_dir, num_classes, which="best")

@@ -91,7 +91,7 @@ def test_crf_output_matches_brute_force_on_the_registered_frames(setup, result):
   model = train.load_model(config, os.path.join(workdir, "fold_0", "cnn"), len(CLASSES))
   out = train.predict_batches(model, config, [{"image": faces[has_face],
                                                "mask": np.ones(has_face.sum(), bool)}])
-  params, _ = experiment.load_crf(os.path.join(workdir, "fold_0", "crf.npz"))
+  params, _, _ = crf.load_crf(os.path.join(workdir, "fold_0", "crf.npz"))
   w, b, trans, start, end = (np.asarray(getattr(params, n), np.float64)
                              for n in ("weights", "bias", "transitions", "start", "end"))
   unaries = out[config.crf.features].astype(np.float64) @ w + b  # [N, K]
