@@ -138,6 +138,15 @@ class CrfInputs:
     z = (x - self.mean) / self.std
     return np.where(np.isfinite(z), z, 0.0).astype(np.float32)
 
+  def standardised_geometry(self, landmarks, reference_landmarks=None) -> np.ndarray:
+    """The geometry part alone, standardised, NaN -> 0: float32 [T, G]. Needs geometry as the last
+    part (stage 3 feeds it to the CRF as a constant input after the CNN outputs)."""
+    if self.parts[-1] != "geometry":
+      raise ValueError(f"crf.features={self.spec!r}: geometry is not the last part.")
+    g = geometry.num_features(self.reference)
+    z = (geometry.features(landmarks, self.reference, reference_landmarks) - self.mean[-g:]) / self.std[-g:]
+    return np.where(np.isfinite(z), z, 0.0).astype(np.float32)
+
   def __call__(self, outputs: dict, landmarks=None, reference_landmarks=None) -> np.ndarray:
     """Standardised inputs of one sequence, float32 [T, D]: predict's call (see `raw`)."""
     return self.standardise(self.raw(outputs, landmarks, reference_landmarks))

@@ -19,6 +19,7 @@ from fer_jax import crf
 from fer_jax import crf_inputs
 from fer_jax import errors
 from fer_jax import evaluate
+from fer_jax import geometry
 from fer_jax import joint
 from fer_jax import metrics_writer
 from fer_jax import report
@@ -282,6 +283,31 @@ def _crf_data(config, spec, outs, landmarks, cross_fit):
   return inputs, train_sets, data["val"], data["test"]
 
 
+def joint_inputs(inputs, parts: dict):
+  """Stage 3's view of stage 2's CRF input: the CNN parts standardised inside the model, the geometry
+  part (standardised here, NaN -> 0) as a constant per-frame input after them.
+
+  Args:
+    inputs: the fitted crf_inputs.CrfInputs of crf.features.
+    parts: {"train" | "val" | "test": Sequences}.
+
+  Returns:
+    (joint.CRFInput, extra {split: list of float32 [T_i, G]} or None without geometry).
+  """
+  cnn = tuple(p for p in inputs.parts if p != "geometry")
+  if not cnn or (inputs.uses_geometry and inputs.parts[-1] != "geometry"):
+    raise errors.ConfigError(
+        f"joint.steps > 0 with crf.features={inputs.spec!r}: stage 3 fine-tunes the CNN, so the CRF "
+        "input needs a CNN part and geometry (if any) last, e.g. 'logits' or 'logits+geometry'.")
+  if not inputs.uses_geometry:
+    return joint.CRFInput(keys=cnn, mean=inputs.mean, std=inputs.std), None
+  g = geometry.num_features(inputs.reference)
+  mean, std = inputs.mean.copy(), inputs.std.copy()
+  mean[-g:], std[-g:] = 0.0, 1.0  # Already standardised in `extra`.
+  extra = {name: [inputs.standardised_geometry(p) for p in s.landmarks] for name, s in parts.items()}
+  return joint.CRFInput(keys=cnn, mean=mean, std=std), extra
+
+
 def neutral_index(class_names):
   """The index of "neutral" in class_names, or None (FERA has no neutral class)."""
   return list(class_names).index("neutral") if "neutral" in class_names else None
@@ -343,13 +369,14 @@ def run_fold(config, fold_dir: str, seqs, fold, k: int) -> dict:
       "test_subjects": sorted(set(str(s) for s in test_seqs.subjects)),
   }
   if config.joint.steps > 0:  # Stage 3 from this CNN and the configured CRF variant.
+    crf_input, extra = joint_inputs(inputs, parts)
     joint_tags, result["joint"] = joint.run_stage(
         config, os.path.join(fold_dir, "joint"), model=model, crf_params=variants[primary]["params"],
         sigma2=variants[primary]["sigma2"], num_classes=num_classes, seed=seed,
-        crf_input=joint.CRFInput(keys=(key,)),
-        seqs={"train": train_seqs, "val": val_seqs, "test": test_seqs})
+        crf_input=crf_input, extra=extra, seqs=parts)
     result["accuracy_joint"] = evaluate.frame_metrics(
         evaluate.masked_frames(joint_tags, te_mask), true, num_classes)["accuracy"]
+    rows[f"joint/{config.crf.features}"] = evaluate.row_metrics(joint_tags, te_tags, te_mask, neutral)
   if jax.process_index() == 0:
     crf.save_crf(os.path.join(fold_dir, "crf.npz"), variants[primary]["params"],
                  variants[primary]["sigma2"], extras=inputs.to_extras())

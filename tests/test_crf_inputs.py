@@ -81,3 +81,28 @@ def test_extras_round_trip_through_npz(tmp_path):
   np.testing.assert_array_equal(back.std, fitted.std)
   with pytest.raises(errors.MissingOutputError, match="rerun stage 2"):
     crf_inputs.CrfInputs.from_extras({})
+
+
+def test_stage3_view_equals_stage2_inputs():
+  """experiment.joint_inputs: the CNN parts standardised by joint.CRFInput plus the standardised
+  geometry as extra give exactly the inputs the stage-2 CRF was fitted on."""
+  from fer_jax import experiment
+  from fer_jax.data import pipeline
+  rng = np.random.default_rng(3)
+  outputs, landmarks, mask = _sequences(rng, [4, 3])
+  landmarks[0][2, 27] = np.nan
+  frames = [np.zeros((len(l), 8, 8, 3), np.uint8) for l in landmarks]
+  seqs = pipeline.Sequences(frames, [np.zeros(len(l), np.int32) for l in landmarks], ["a", "b"],
+                            ["a1", "b1"], ("neutral", "x", "y"), landmarks)
+  for spec in ("logits", "features+logits+geometry"):
+    inputs = crf_inputs.CrfInputs(spec, "first")
+    inputs = inputs.fit(inputs.raw_sequences(outputs, landmarks, mask), mask)
+    crf_input, extra = experiment.joint_inputs(inputs, {"train": seqs})
+    for i, n in enumerate([4, 3]):
+      one = {k: v[i, :n] for k, v in outputs.items()}
+      got = crf_input(one, None if extra is None else extra["train"][i])
+      np.testing.assert_allclose(got, inputs(one, landmarks[i]), atol=1e-5)
+  with pytest.raises(errors.ConfigError, match="joint.steps"):
+    experiment.joint_inputs(crf_inputs.CrfInputs("geometry+logits").fit(
+        crf_inputs.CrfInputs("geometry+logits").raw_sequences(outputs, landmarks, mask), mask),
+        {"train": seqs})
