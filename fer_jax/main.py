@@ -35,8 +35,8 @@ class _QuietLibraries(logging_std.Filter):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")  # JAX owns the accelerators.
+  from fer_jax import tf_devices  # pylint: disable=g-import-not-at-top
+  tf_devices.hide_gpus_from_tensorflow()  # JAX owns the accelerators.
   logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # pylint: disable=g-import-not-at-top
   if FLAGS.jax_cache:

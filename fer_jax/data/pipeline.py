@@ -16,10 +16,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-try:
-  tf.config.set_visible_devices([], "GPU")
-except (RuntimeError, ValueError):  # TF already initialised its devices; nothing to hide then.
-  pass
+from fer_jax import tf_devices  # noqa: E402
+
+tf_devices.hide_gpus_from_tensorflow()
 
 from fer_jax.data import builders  # noqa: E402  (after hiding the GPU from TF)
 
