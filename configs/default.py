@@ -9,6 +9,16 @@ from ml_collections import config_dict
 PAPER_MODEL = dict(input_size=299, width=1.0, repeats=(1, 1, 1))
 
 
+def literal_field(value):
+  """A field that the command line can set to None, a number or a tuple of numbers.
+
+  A float/tuple-typed field refuses `--config.x=None` (ml_collections parses by the field's type; see
+  STYLE.md config traps): an object-typed FieldReference is parsed as a Python literal instead ("None",
+  "0.2", "0,1"). fer_jax/config_validation.py checks what the value may be.
+  """
+  return config_dict.FieldReference(value, field_type=object)
+
+
 def parse_arg(arg, **spec):
   """Parses a config argument "name1,key=value,..." against defaults (big_vision's habit).
 
@@ -80,8 +90,9 @@ def get_base_config():
   c.protocol.kind = "subject_independent"  # subject_independent | official (FERA) | cross_db
   c.protocol.num_folds = 5
   c.protocol.val_fraction = 0.1  # Of all subjects, per fold.
-  c.protocol.test_fraction = 0.1  # Of all subjects, per fold (paper); None would mean 1/num_folds.
-  c.protocol.folds = config_dict.placeholder(tuple)  # Which folds to run; None: all.
+  # Of all subjects, per fold (paper); None: plain k-fold (1/num_folds, every subject tested once).
+  c.protocol.test_fraction = literal_field(0.1)
+  c.protocol.folds = literal_field(None)  # Which folds to run, e.g. (0, 1) or "0,1"; None: all.
   c.protocol.heldout = config_dict.placeholder(str)  # cross_db: the test database (ck_plus | mmi | fera).
 
   # --- Model (fer_jax/models/inception_resnet.py).
