@@ -22,6 +22,8 @@ tf_devices.hide_gpus_from_tensorflow()
 
 from fer_jax.data import builders  # noqa: E402  (after hiding the GPU from TF)
 
+NUM_LANDMARKS = 68  # dlib's 68-point scheme.
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Sequences:
@@ -33,12 +35,15 @@ class Sequences:
     subjects: str [N], subject id per sequence.
     names: str [N], sequence name.
     class_names: the label names.
+    landmarks: list of N arrays float32 [T_i, 68, 2], the 68 points (x, y) in crop pixels (NaN where
+      the data set has none); None (the default) means none for any frame.
   """
   frames: list
   labels: list
   subjects: np.ndarray
   names: np.ndarray
   class_names: tuple
+  landmarks: Optional[list] = None
 
   def __post_init__(self):
     set_ = lambda k, v: object.__setattr__(self, k, v)
@@ -48,14 +53,17 @@ class Sequences:
     set_("subjects", np.asarray(self.subjects, dtype=str).reshape(-1))
     set_("names", np.asarray(self.names, dtype=str).reshape(-1))
     set_("class_names", tuple(self.class_names))
+    if self.landmarks is None:
+      set_("landmarks", [np.full((len(f), NUM_LANDMARKS, 2), np.nan, np.float32) for f in self.frames])
+    set_("landmarks", [np.asarray(p, np.float32) for p in self.landmarks])
     n = len(self.frames)
-    if not len(self.labels) == len(self.subjects) == len(self.names) == n:
+    if not len(self.labels) == len(self.subjects) == len(self.names) == len(self.landmarks) == n:
       raise ValueError(f"Sequences: {n} frame arrays but {len(self.labels)} label arrays, "
-                       f"{len(self.subjects)} subjects and {len(self.names)} names; give one of each "
-                       "per sequence.")
+                       f"{len(self.subjects)} subjects, {len(self.names)} names and "
+                       f"{len(self.landmarks)} landmark arrays; give one of each per sequence.")
     k = len(self.class_names)
     size = None
-    for name, f, l in zip(self.names, self.frames, self.labels):
+    for name, f, l, p in zip(self.names, self.frames, self.labels, self.landmarks):
       if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 4 or f.shape[-1] != 3 \
           or f.shape[1] != f.shape[2]:
         got = f"{f.dtype} {f.shape}" if isinstance(f, np.ndarray) else type(f).__name__
@@ -73,6 +81,10 @@ class Sequences:
       if l.min() < 0 or l.max() >= k:
         raise ValueError(f"Sequence {name!r}: labels {sorted(set(l.tolist()))} outside [0, {k}) "
                          f"for class_names {self.class_names}; fix the labels or the class names.")
+      if p.shape != (len(f), NUM_LANDMARKS, 2):
+        raise ValueError(f"Sequence {name!r}: landmarks must be float32 [T, {NUM_LANDMARKS}, 2] with "
+                         f"T = {len(f)} frames, got {p.shape}; give 68 (x, y) points per frame (NaN "
+                         "where unknown).")
 
   def __len__(self) -> int:
     return len(self.frames)
@@ -93,7 +105,8 @@ class Sequences:
       raise IndexError(f"subset: indices {idx.min()}..{idx.max()} out of range for {len(self)} "
                        "sequences.")
     return Sequences([self.frames[i] for i in idx], [self.labels[i] for i in idx],
-                     self.subjects[idx], self.names[idx], self.class_names)
+                     self.subjects[idx], self.names[idx], self.class_names,
+                     [self.landmarks[i] for i in idx])
 
   @classmethod
   def concat(cls, parts: Sequence["Sequences"]) -> "Sequences":
@@ -107,7 +120,7 @@ class Sequences:
                          f"{p.class_names}); map the labels to one label space first.")
     return cls(sum((p.frames for p in parts), []), sum((p.labels for p in parts), []),
                np.concatenate([p.subjects for p in parts]), np.concatenate([p.names for p in parts]),
-               parts[0].class_names)
+               parts[0].class_names, sum((p.landmarks for p in parts), []))
 
 
 concat = Sequences.concat
@@ -125,19 +138,26 @@ def load_sequences(data_config, split: str = "train") -> Sequences:
       download_config=tfds.download.DownloadConfig(manual_dir=data_config.manual_dir))
   labels_feature = builder.info.features["labels"]
   class_names = tuple(getattr(labels_feature, "feature", labels_feature).names)
+  has_landmarks = "landmarks" in builder.info.features
+  if not has_landmarks:
+    logging.warning("%s %s stores no landmarks: geometry features are NaN (rebuild it with a version "
+                    "that stores them to use crf.features with geometry).", data_config.name,
+                    builder.info.version)
   total = builder.info.splits[split].num_examples
   logging.info("Reading %s/%s: %d sequences from %s.", data_config.name, split, total,
                builder.data_dir)
-  frames, labels, subjects, names = [], [], [], []
+  frames, labels, subjects, names, landmarks = [], [], [], [], []
   for i, ex in enumerate(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))):
     frames.append(ex["frames"])
     labels.append(ex["labels"].astype(np.int32))
+    landmarks.append(ex["landmarks"] if has_landmarks
+                     else np.full((len(ex["frames"]), NUM_LANDMARKS, 2), np.nan, np.float32))
     subjects.append(ex["subject"].decode())
     names.append(ex["sequence"].decode())
     if (i + 1) % 100 == 0 or i + 1 == total:
       logging.info("Read %d/%d sequences.", i + 1, total)
   seqs = Sequences(frames, labels, np.array(subjects, dtype=str), np.array(names, dtype=str),
-                   class_names)
+                   class_names, landmarks)
   logging.info("%s/%s: %d sequences, %d frames, %d subjects.", data_config.name, split, len(seqs),
                seqs.num_frames, len(np.unique(seqs.subjects)))
   return seqs
@@ -247,6 +267,84 @@ def train_batches(seqs: Sequences, batch_size: int, *, seed: int, start_step: in
     if augment is not None:
       images = _augment(images, augment, seed, step, positions - step * batch_size)
     return {"image": images, "label": labels[idx]}
+
+  return _prefetch(batch, _count_up(start_step))
+
+
+def window_batches(seqs: Sequences, window: int, batch_size: int, *, seed: int, start_step: int = 0,
+                   extra: Optional[Sequence[np.ndarray]] = None, process_index: int = 0,
+                   process_count: int = 1) -> Iterator[dict]:
+  """Endless shuffled batches of windows of consecutive frames (stage 3), resumable by step.
+
+  The windows of a sequence of length L start at t = 0 .. max(L - W, 0); a sequence shorter than
+  W gives one window, padded at its end (mask False, zeros). Epoch e shuffles the windows of all
+  sequences with np.random.default_rng([seed, e]); global batch s holds positions [s B, (s + 1) B)
+  of the epoch stream, host p of P the p-th slice of B / P: the batch of step s depends on
+  (seed, s) only. No augmentation.
+
+  Args:
+    seqs: the training sequences.
+    window: W, frames per window (>= 1).
+    batch_size: the global number of windows B per step.
+    seed: shuffling seed.
+    start_step: the first global step to yield (resume).
+    extra: None, or per sequence a float array [T_i, G] of per-frame inputs that are not CNN
+      outputs (e.g. geometry features); windows carry their slices.
+    process_index, process_count: this host and the number of hosts.
+
+  Yields:
+    {"image": uint8 [b, W, S, S, 3], "label": int32 [b, W] (0 at padding), "mask": bool [b, W]
+    (a prefix of True), "first": bool [b] (the window starts at the sequence's first frame),
+    "last": bool [b] (its last real frame is the sequence's last), and "extra": float32 [b, W, G]
+    when extra is given}, b = batch_size // process_count.
+  """
+  b = _host_batch(batch_size, process_index, process_count)
+  if window < 1:
+    raise ValueError(f"window={window} must be >= 1; set joint.window.")
+  if start_step < 0:
+    raise ValueError(f"start_step={start_step} must be >= 0.")
+  lengths = np.array([len(l) for l in seqs.labels], np.int64)
+  if not len(lengths):
+    raise ValueError("window_batches: no training sequences; check the data set and the fold.")
+  if extra is not None:
+    extra = [np.asarray(e, np.float32) for e in extra]
+    if len(extra) != len(seqs) or any(e.ndim != 2 or len(e) != n for e, n in zip(extra, lengths)) \
+        or len({e.shape[1] for e in extra}) != 1:
+      raise ValueError("window_batches: extra must hold one float array [T_i, G] per sequence, with "
+                       "T_i its number of frames and one G for all.")
+  per_seq = np.maximum(lengths - window + 1, 1)
+  seq_of = np.repeat(np.arange(len(lengths)), per_seq)
+  start_of = np.arange(len(seq_of)) - np.repeat(np.cumsum(per_seq) - per_seq, per_seq)
+  n = len(seq_of)
+  s = seqs.image_size
+  perms = {}
+
+  def perm(epoch):
+    if epoch not in perms:
+      if len(perms) > 4:
+        perms.pop(min(perms))
+      perms[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
+    return perms[epoch]
+
+  def batch(step):
+    positions = step * batch_size + process_index * b + np.arange(b, dtype=np.int64)
+    epochs, offsets = np.divmod(positions, n)
+    out = {"image": np.zeros((b, window, s, s, 3), np.uint8),
+           "label": np.zeros((b, window), np.int32), "mask": np.zeros((b, window), bool),
+           "first": np.zeros(b, bool), "last": np.zeros(b, bool)}
+    if extra is not None:
+      out["extra"] = np.zeros((b, window, extra[0].shape[1]), np.float32)
+    for row, (e, o) in enumerate(zip(epochs, offsets)):
+      w = perm(int(e))[o]
+      i, t0 = seq_of[w], start_of[w]
+      t1 = min(t0 + window, lengths[i])
+      out["image"][row, :t1 - t0] = seqs.frames[i][t0:t1]
+      out["label"][row, :t1 - t0] = seqs.labels[i][t0:t1]
+      out["mask"][row, :t1 - t0] = True
+      out["first"][row], out["last"][row] = t0 == 0, t1 == lengths[i]
+      if extra is not None:
+        out["extra"][row, :t1 - t0] = extra[i][t0:t1]
+    return out
 
   return _prefetch(batch, _count_up(start_step))
 
