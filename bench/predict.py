@@ -6,12 +6,13 @@
 Weights do not change speed, so the bench needs no training: it builds a workdir itself
 (make_random_workdir; the tests use it too) with a randomly initialised CNN saved through the
 trainer's checkpoint code (fer_jax.checkpoint.Checkpointer, the "best" layout that
-train.load_model reads) and a random CRF saved with experiment.save_crf. The clip is the real photo
+train.load_model reads) and a random CRF saved with crf.save_crf. The clip is the real photo
 skimage.data.astronaut() with small per-frame shifts, rotations and zoom, written with
 imageio-ffmpeg (H.264). Every run goes through predict.predict_video: load (config, CNN checkpoint,
 CRF), decode, dlib registration (--redetect_every), CNN (train.predict_batches, which jit-compiles
 on every call: the XLA compile time after loading is reported separately), CRF (marginals, Viterbi).
 """
+import dataclasses
 import json
 import os
 import resource
@@ -29,7 +30,8 @@ from configs import default as default_config
 from configs import demo as demo_config
 from fer_jax import checkpoint
 from fer_jax import crf
-from fer_jax import experiment
+from fer_jax import crf_inputs
+from fer_jax import geometry
 from fer_jax import models
 from fer_jax import predict
 
@@ -74,7 +76,8 @@ def make_random_workdir(config, workdir: str, class_names=CLASS_NAMES, fold: int
 
   Writes config.json, results.json (class_names), fold_<k>/cnn/best (random_weights saved with
   fer_jax.checkpoint.Checkpointer as train.py saves its best checkpoint; train.load_model reads it)
-  and fold_<k>/crf.npz (a random CRF, experiment.save_crf). Returns workdir.
+  and fold_<k>/crf.npz (a random CRF and random input statistics, crf.save_crf with
+  crf_inputs.CrfInputs extras). Returns workdir.
   """
   k = len(class_names)
   fold_dir = os.path.join(workdir, f"fold_{fold}")
@@ -83,12 +86,17 @@ def make_random_workdir(config, workdir: str, class_names=CLASS_NAMES, fold: int
   ckpt.save(0, random_weights(config, k, seed), metrics={"val_accuracy": 0.0})
   ckpt.close()
   rng = np.random.default_rng(seed + 1)
-  d = k if config.crf.features == "logits" else config.model.fc1_width
+  inputs = crf_inputs.CrfInputs(config.crf.features, config.crf.geometry_reference)
+  widths = {"logits": k, "features": config.model.fc1_width,
+            "geometry": geometry.num_features(inputs.reference)}
+  d = sum(widths[part] for part in inputs.parts)
   r = lambda *shape: rng.normal(0.0, 0.5, shape).astype(np.float32)  # noqa: E731
   params = crf.CRFParams(weights=r(d, k), bias=r(k),
                          transitions=r(k, k) + 2 * np.eye(k, dtype=np.float32),
                          start=r(k), end=r(k))
-  crf.save_crf(os.path.join(fold_dir, "crf.npz"), params, 1.0)
+  # Standardisation statistics as stage 2 saves them (random: predict must apply them).
+  inputs = dataclasses.replace(inputs, mean=r(d), std=rng.uniform(0.5, 2.0, d).astype(np.float32))
+  crf.save_crf(os.path.join(fold_dir, "crf.npz"), params, 1.0, extras=inputs.to_extras())
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=1))
   with open(os.path.join(workdir, "results.json"), "w") as f:

@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 
 from fer_jax import crf
+from fer_jax import crf_inputs
 from fer_jax import errors
 from fer_jax import tf_devices
 from fer_jax import train
@@ -201,8 +202,26 @@ def class_names(workdir: str, num_classes: int) -> list[str]:
   return [f"class_{k}" for k in range(num_classes)]
 
 
-def load_fold(workdir: str, fold: int = 0):
-  """(config, model, CRFParams, class names) of one fold of an experiment workdir."""
+@dataclasses.dataclass
+class Fold:
+  """What prediction reads from one fold of an experiment workdir.
+
+  Attributes:
+    config: the experiment's config.
+    model: the fold's best CNN (flax.nnx, eval mode).
+    params: its crf.CRFParams ([D, K] weights).
+    inputs: crf_inputs.CrfInputs: the CRF's input per frame (feature set, training statistics).
+    class_names: K names.
+  """
+  config: ml_collections.ConfigDict
+  model: object
+  params: crf.CRFParams
+  inputs: crf_inputs.CrfInputs
+  class_names: list
+
+
+def load_fold(workdir: str, fold: int = 0) -> Fold:
+  """The Fold (config, CNN, CRF and its input builder, class names) of an experiment workdir."""
   config = load_config(workdir)
   fold_dir = os.path.join(workdir, f"fold_{fold}")
   cnn_dir = os.path.join(fold_dir, "cnn")
@@ -211,11 +230,12 @@ def load_fold(workdir: str, fold: int = 0):
     raise FileNotFoundError(f"{cnn_dir} not found: fold {fold} has no trained CNN (folds here: "
                             f"{have or 'none'}); pass --fold or run "
                             + _CREATE.format(workdir=workdir))
-  params, _, _ = crf.load_crf(os.path.join(fold_dir, "crf.npz"))
+  params, _, extras = crf.load_crf(os.path.join(fold_dir, "crf.npz"))
+  inputs = crf_inputs.CrfInputs.from_extras(extras)
   num_classes = int(np.shape(params.weights)[1])
   names = class_names(workdir, num_classes)
   model = train.load_model(config, cnn_dir, num_classes, which="best")
-  return config, model, params, names
+  return Fold(config, model, params, inputs, names)
 
 
 # ----------------------------------------------------------------------------- prediction
@@ -265,43 +285,52 @@ def predict_video(workdir: str, video: str, fold: int = 0, *, redetect_every: in
   start = time.perf_counter()
   with media.open_source(video) as source:
     rate = float(fps or source.fps or FOLDER_FPS)
-    config, model, params, names = load_fold(workdir, fold)
+    f = load_fold(workdir, fold)
     timings["load"] = time.perf_counter() - start
 
     start = time.perf_counter()
     frames = _Timed(source)
-    registrar = registration.Registrar(config.data.image_size, redetect_every=redetect_every)
-    faces, info = registrar.register_sequence(frames, source=video)
+    registrar = registration.Registrar(f.config.data.image_size, redetect_every=redetect_every)
+    # Online registration: frames before the first detection get no face (no box from the future).
+    regs = list(registrar.stream(frames, source=video))
   timings["decode"] = frames.seconds
   timings["registration"] = time.perf_counter() - start - frames.seconds
-  status = face_status(info["status"])
+  status = face_status([r.status for r in regs])
   has_face = np.array([s != NO_FACE for s in status])
+  if not has_face.any():
+    raise registration.NoFaceError(
+        f"No face found in any of the {len(regs)} frames of {video}. Check the video shows a "
+        "frontal face (turned or side-by-side views are searched in its first frames).")
+  found = [r for r, ok in zip(regs, has_face) if ok]
   logging.info("%s: %d frames, %d with a face (%s).", video, len(status), has_face.sum(),
                {s: status.count(s) for s in sorted(set(status))})
 
   start = time.perf_counter()
-  batch_size = max(1, min(int(config.train.eval_batch_size), int(has_face.sum())))
-  out = train.predict_batches(model, config, _batches(faces[has_face], batch_size))
+  batch_size = max(1, min(int(f.config.train.eval_batch_size), len(found)))
+  out = train.predict_batches(f.model, f.config,
+                              _batches(np.stack([r.face for r in found]), batch_size))
   timings["cnn"] = time.perf_counter() - start
 
   start = time.perf_counter()
-  x = out[config.crf.features][None]  # [1, N, D]
+  x = f.inputs(out, np.stack([r.landmarks for r in found]))[None]  # [1, N, D]
   mask = np.ones(x.shape[:2], bool)
-  marginals = np.asarray(crf.predict_marginals(params, x, mask))[0]
-  tags = np.asarray(crf.predict(params, x, mask))[0]
+  marginals = np.asarray(crf.predict_marginals(f.params, x, mask))[0]
+  tags = np.asarray(crf.predict(f.params, x, mask))[0]
   timings["crf"] = time.perf_counter() - start
 
-  t, k = len(status), len(names)
+  t, k = len(status), len(f.class_names)
   result = PredictionResult(
-      class_names=names, labels=np.full(t, -1, np.int32),
+      class_names=f.class_names, labels=np.full(t, -1, np.int32),
       crf_probs=np.full((t, k), np.nan, np.float32),
       softmax_probs=np.full((t, k), np.nan, np.float32),
       face_status=status, fps=rate, source=video, timings=timings)
   result.labels[has_face] = tags
   result.crf_probs[has_face] = marginals
   result.softmax_probs[has_face] = softmax(out["logits"])
-  result.boxes[has_face] = np.asarray(info["boxes"], np.float32)[has_face]
-  result.points[has_face] = np.asarray(info["image_landmarks"], np.float32)[has_face]
+  for i in np.flatnonzero(has_face):
+    if regs[i].box is not None:
+      result.boxes[i] = regs[i].box
+    result.points[i] = regs[i].image_landmarks
   return result
 
 

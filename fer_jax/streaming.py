@@ -25,7 +25,7 @@ import queue
 import signal
 import threading
 import time
-from typing import Callable, Iterable, Iterator, Optional, Union
+from typing import Callable, Iterable, Iterator, Optional
 
 from absl import logging
 import numpy as np
@@ -108,7 +108,7 @@ class LivePredictor:
   """One fold's CNN, CRF and registrar, ready for live frames.
 
   Attributes:
-    config, model, params (crf.CRFParams), class_names: as predict.load_fold returns them.
+    fold: predict.Fold (config, model, CRF params, CRF inputs, class names).
     registrar: registration.Registrar of the fold's face size.
     chunk_sizes: the batch sizes the CNN runs at (1, 2, 4, ... max_chunk).
   """
@@ -117,8 +117,9 @@ class LivePredictor:
                max_chunk: int = MAX_CHUNK):
     if max_chunk < 1:
       raise ValueError(f"max_chunk={max_chunk} must be >= 1.")
-    self.config, self.model, self.params, self.class_names = predict.load_fold(workdir, fold)
-    self.registrar = registration.Registrar(self.config.data.image_size,
+    self.fold = predict.load_fold(workdir, fold)
+    self.class_names = self.fold.class_names
+    self.registrar = registration.Registrar(self.fold.config.data.image_size,
                                             redetect_every=redetect_every)
     self.chunk_sizes = [1 << i for i in range(max_chunk.bit_length()) if 1 << i <= max_chunk]
     self._warm = set()
@@ -133,16 +134,17 @@ class LivePredictor:
     size = next(b for b in self.chunk_sizes if b >= n)
     images = np.zeros((size,) + faces.shape[1:], np.uint8)
     images[:n] = faces
-    return train.predict_batches(self.model, self.config,
+    return train.predict_batches(self.fold.model, self.fold.config,
                                  [{"image": images, "mask": np.arange(size) < n}])
 
-  def crf_input(self, out: dict, landmarks: np.ndarray) -> np.ndarray:
-    """The CRF's input for n frames: float32 [n, D] from the CNN outputs (and [n, 68, 2] landmarks)."""
-    del landmarks  # The CRF reads the model output named by config.crf.features.
-    return out[self.config.crf.features]
+  def crf_input(self, out: dict, landmarks: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The CRF's input of n frames, float32 [n, D], as offline prediction builds it (the fold's
+    crf_inputs.CrfInputs): from the CNN outputs, the crop landmarks [n, 68, 2] and the stream's
+    geometry reference [68, 2] (its first face frame's landmarks)."""
+    return self.fold.inputs(out, landmarks, reference_landmarks=reference)
 
   def smoother(self, lag: int) -> crf.FixedLagSmoother:
-    return crf.FixedLagSmoother(self.params, lag)
+    return crf.FixedLagSmoother(self.fold.params, lag)
 
   def push(self, smoother, x: np.ndarray):
     """Pushes x [n, D] in pieces of the chunk sizes (few shapes to compile); the decided frames."""
@@ -159,9 +161,8 @@ class LivePredictor:
     """Compiles the CNN and the CRF smoother for every chunk size (so no frame waits for XLA)."""
     if lag in self._warm:
       return
-    s = self.config.data.image_size
-    d = self.crf_input(self.cnn(np.zeros((1, s, s, 3), np.uint8)),
-                       np.zeros((1, 68, 2), np.float32)).shape[1]
+    s = self.fold.config.data.image_size
+    d = self.fold.params.weights.shape[0]
     smoother = self.smoother(lag)
     for size in self.chunk_sizes:
       self.cnn(np.zeros((size, s, s, 3), np.uint8))
@@ -169,11 +170,11 @@ class LivePredictor:
     smoother.finish()
     self._warm.add(lag)
 
-  def stream(self, source, *, fps: Optional[float] = None, lag: Optional[int] = None,
-             lag_seconds: Optional[float] = None, keep_frames: bool = False,
-             name: Optional[str] = None) -> "LiveStream":
-    """A LiveStream over `source` (see LiveStream)."""
-    return LiveStream(self, source, fps=fps, lag=lag, lag_seconds=lag_seconds,
+  def stream(self, frames: Iterable[np.ndarray], *, fps: Optional[float] = None,
+             lag: Optional[int] = None, lag_seconds: Optional[float] = None,
+             keep_frames: bool = False, name: Optional[str] = None) -> "LiveStream":
+    """A LiveStream over `frames` (see LiveStream)."""
+    return LiveStream(self, frames, fps=fps, lag=lag, lag_seconds=lag_seconds,
                       keep_frames=keep_frames, name=name)
 
 
@@ -186,31 +187,31 @@ def _concat(idx, marg, lab, k):
 class LiveStream:
   """The FrameRows of a live source in frame order, each as soon as it is decided.
 
-  `source`: a webcam index, URL, pipe, video file or frame folder (read with media.open_source),
-  or an iterable of uint8 [H, W, 3] frames (then `fps` or predict.FOLDER_FPS gives the rate).
-  Iterate once. stop() (from any thread or a signal handler) ends the stream early: the frames
-  already taken from the queue are decided and returned, the rest are not read.
+  `frames`: an iterable of uint8 [H, W, 3] frames, e.g. a media.FrameSource (its `fps` and `name`
+  are used when present; else `fps` or predict.FOLDER_FPS gives the rate). Iterate once. stop()
+  (from any thread or a signal handler) ends the stream early: the frames already taken are decided
+  and handed out, no more are read.
 
-  Attributes (after iteration starts): fps, lag (frames), name; stopped (True when stop() or a
-  KeyboardInterrupt from the source ended it); frame(row) -> the input frame of a row when
-  keep_frames.
+  Attributes: name; fps and lag (frames) once the first frame arrived; stopped (True when stop() or a
+  KeyboardInterrupt raised by the source ended it); frame(row) -> the input frame of a row just
+  handed out, when keep_frames.
   """
 
-  def __init__(self, predictor: LivePredictor, source, *, fps=None, lag=None, lag_seconds=None,
-               keep_frames=False, name=None):
+  def __init__(self, predictor: LivePredictor, frames: Iterable[np.ndarray], *, fps=None, lag=None,
+               lag_seconds=None, keep_frames=False, name=None):
+    if fps is not None and not fps > 0:
+      raise errors.ConfigError(f"--fps={fps} must be > 0.")
+    lag_frames(lag, lag_seconds, 1.0)  # Checks the values before any work.
     self.predictor = predictor
-    self._source = source
+    self._source = frames
     self._fps_flag, self._lag_flag, self._lag_seconds = fps, lag, lag_seconds
     self._keep = keep_frames
-    self.name = name or (str(source) if isinstance(source, (str, int, os.PathLike)) else "frames")
+    self.name = name or getattr(frames, "name", "frames")
     self.fps = None
     self.lag = None
     self.stopped = False
     self._stop = threading.Event()
     self._frames = {}
-    if fps is not None and not fps > 0:
-      raise errors.ConfigError(f"--fps={fps} must be > 0.")
-    lag_frames(lag, lag_seconds, 1.0)  # Checks the values before any work.
 
   def stop(self):
     """Ends the stream after the current chunk (thread- and signal-safe)."""
@@ -221,12 +222,7 @@ class LiveStream:
     return self._frames.pop(row.index)
 
   def __iter__(self) -> Iterator[predict.FrameRow]:
-    if isinstance(self._source, (str, int, os.PathLike)):
-      with media.open_source(self._source) as src:
-        self.name = src.name
-        yield from self._rows(src, lambda: src.fps)
-    else:
-      yield from self._rows(self._source, lambda: getattr(self._source, "fps", None))
+    return self._rows(self._source, lambda: getattr(self._source, "fps", None))
 
   def _rows(self, frames, source_fps: Callable[[], Optional[float]]):
     p = self.predictor
@@ -236,6 +232,7 @@ class LiveStream:
     face_frames = []  # smoother step -> frame index.
     next_row = 0
     smoother = None
+    reference = None  # The geometry reference: the first face frame's crop landmarks.
     error = None
     try:
       while True:
@@ -273,7 +270,10 @@ class LiveStream:
           for a, pr in zip(faces, probs):
             waiting[a.index][0].softmax_probs = pr
             face_frames.append(a.index)
-          x = p.crf_input(out, np.stack([a.registered.landmarks for a in faces]))
+          landmarks = np.stack([a.registered.landmarks for a in faces])
+          if reference is None:
+            reference = landmarks[0]
+          x = p.crf_input(out, landmarks, reference)
           self._decide(waiting, face_frames, p.push(smoother, x))
         if end is not None:
           break
@@ -290,7 +290,7 @@ class LiveStream:
     finally:
       reader.stopping.set()
       reader.join(timeout=1.0)  # A source stuck in a read is left to its daemon thread.
-    if error is not None:
+    if error is not None and not self._stop.is_set():  # After Ctrl-C a dying source is expected.
       raise error
 
   def _take(self, reader: _Reader):
@@ -334,17 +334,38 @@ def run(workdir: str, video, paths: dict, *, fold: int = 0, redetect_every: int 
         on_row: Optional[Callable[[predict.FrameRow], None]] = None) -> predict.PredictionResult:
   """The CLI's streaming work: rows to paths["csv"] as decided (flushed), the annotated video to
   paths["render"] as it goes; JSON and plot at the end. Ctrl-C stops cleanly: every frame read
-  gets its row. `on_row(row)` runs after each row is written (the bench times it).
+  gets its row.
 
-  Returns the PredictionResult of every row written (timings: "load", seconds to load the fold).
+  Args:
+    workdir, fold, redetect_every, fps, lag, lag_seconds: as predict.run and LiveStream.
+    video: a webcam index, URL, pipe, video file or frame folder (media.open_source), or an
+      iterable of uint8 [H, W, 3] frames (the bench's paced source; tests).
+    paths: predict.output_paths(...).
+    draw_points: draw the 68 landmarks in the annotated video.
+    max_chunk: most frames per CNN call.
+    on_row: called with each FrameRow after it is written and flushed (the bench times it).
+
+  Returns:
+    The PredictionResult of every row written (timings: "load", seconds to load the fold).
   """
+  if isinstance(video, (str, int, os.PathLike)):
+    with media.open_source(video) as source:  # Opened first: a bad source fails before the load.
+      return _run(workdir, source, paths, fold, redetect_every, fps, lag, lag_seconds,
+                  draw_points, max_chunk, on_row)
+  return _run(workdir, video, paths, fold, redetect_every, fps, lag, lag_seconds, draw_points,
+              max_chunk, on_row)
+
+
+def _run(workdir, frames, paths, fold, redetect_every, fps, lag, lag_seconds, draw_points,
+         max_chunk, on_row):
   start = time.perf_counter()
   predictor = LivePredictor(workdir, fold, redetect_every=redetect_every, max_chunk=max_chunk)
-  live = predictor.stream(video, fps=fps, lag=lag, lag_seconds=lag_seconds,
+  live = predictor.stream(frames, fps=fps, lag=lag, lag_seconds=lag_seconds,
                           keep_frames="render" in paths)
   load_s = time.perf_counter() - start
+  names = predictor.class_names
   rows = []
-  writer = None
+  f = writer = video = None
   handle_sigint = threading.current_thread() is threading.main_thread()
   if handle_sigint:
     previous = signal.getsignal(signal.SIGINT)
@@ -356,31 +377,32 @@ def run(workdir: str, video, paths: dict, *, fold: int = 0, redetect_every: int 
       live.stop()
     signal.signal(signal.SIGINT, on_sigint)
   try:
-    with open(paths["csv"], "w", newline="") as f:
-      w = csv.writer(f)
-      w.writerow(predict.csv_header(predictor.class_names))
+    for row in live:
+      if f is None:  # Created with the first row: a source that fails leaves no file behind.
+        f = open(paths["csv"], "w", newline="")  # pylint: disable=consider-using-with
+        writer = csv.writer(f)
+        writer.writerow(predict.csv_header(names))
+      if "render" in paths:
+        if video is None:
+          video = predict.VideoWriter(paths["render"], live.fps)
+        video.write(predict.annotate(live.frame(row), row, names, draw_points))
+      writer.writerow(predict.csv_row(row, names))
       f.flush()
-      for row in live:
-        if "render" in paths:
-          if writer is None:
-            writer = predict.VideoWriter(paths["render"], live.fps)
-          writer.write(predict.annotate(live.frame(row), row, predictor.class_names, draw_points))
-        w.writerow(predict.csv_row(row, predictor.class_names))
-        f.flush()
-        rows.append(row)
-        if on_row is not None:
-          on_row(row)
+      rows.append(row)
+      if on_row is not None:
+        on_row(row)
   finally:
     if handle_sigint:
       signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
-    if writer is not None:
-      writer.close()
+    if f is not None:
+      f.close()
+    if video is not None:
+      video.close()
   if not rows:
     raise errors.EmptySequenceError(f"{live.name} gave no frames; check the source plays "
-                                    f"(ffmpeg -i {video}).")
-  result = predict.PredictionResult.from_rows(
-      rows, predictor.class_names, live.fps, live.name,
-      timings={"load": load_s})
+                                    f"(ffmpeg -i {live.name}).")
+  result = predict.PredictionResult.from_rows(rows, names, live.fps, live.name,
+                                              timings={"load": load_s})
   if "json" in paths:
     predict.write_json(result, paths["json"])
   if "plot" in paths:
