@@ -264,13 +264,13 @@ class LiveStream:
           waiting[a.index] = [row, reg.status == predict.NO_FACE]
           if self._keep:
             self._frames[a.index] = a.frame
-        if faces:
-          out = p.cnn(np.stack([a.registered.face for a in faces]))
-          probs = predict.softmax(out["logits"])
-          for a, pr in zip(faces, probs):
-            waiting[a.index][0].softmax_probs = pr
+        for i in range(0, len(faces), p.max_chunk):
+          chunk = faces[i:i + p.max_chunk]
+          out = p.cnn(np.stack([a.registered.face for a in chunk]))
+          for a, probs in zip(chunk, predict.softmax(out["logits"])):
+            waiting[a.index][0].softmax_probs = probs
             face_frames.append(a.index)
-          landmarks = np.stack([a.registered.landmarks for a in faces])
+          landmarks = np.stack([a.registered.landmarks for a in chunk])
           if reference is None:
             reference = landmarks[0]
           x = p.crf_input(out, landmarks, reference)
@@ -295,12 +295,20 @@ class LiveStream:
 
   def _take(self, reader: _Reader):
     """(items, end): the frames that have arrived (at least one unless the stream ends, at most
-    max_chunk); end is None, True (input over or stop()) or the reader's exception."""
+    max_chunk; after stop() all those queued); end is None, True (input over or stop()) or the
+    reader's exception."""
     items = []
     while not items:
-      if self._stop.is_set():
+      if self._stop.is_set():  # Decide the frames already read (and registered), read no more.
         self.stopped = True
-        return items, True
+        reader.stopping.set()
+        while True:
+          try:
+            kind, item = reader.items.get_nowait()
+          except queue.Empty:
+            return items, True
+          if kind == "frame":
+            items.append(item)
       try:
         kind, item = reader.items.get(timeout=_POLL_S)
       except queue.Empty:
