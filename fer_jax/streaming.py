@@ -192,7 +192,7 @@ class LiveStream:
   (from any thread or a signal handler) ends the stream early: the frames already taken are decided
   and handed out, no more are read.
 
-  Attributes: name; fps and lag (frames) once the first frame arrived; stopped (True when stop() or a
+  Attributes: name; fps and lag (frames) once iteration started; stopped (True when stop() or a
   KeyboardInterrupt raised by the source ended it); frame(row) -> the input frame of a row just
   handed out, when keep_frames.
   """
@@ -226,25 +226,22 @@ class LiveStream:
 
   def _rows(self, frames, source_fps: Callable[[], Optional[float]]):
     p = self.predictor
+    self.fps = float(self._fps_flag or source_fps() or predict.FOLDER_FPS)
+    self.lag = lag_frames(self._lag_flag, self._lag_seconds, self.fps)
+    p.warm_up(self.lag)  # Before the first frame is read: no frame waits for XLA.
+    smoother = p.smoother(self.lag)
+    logging.info("%s: streaming at %.3g fps with a lag of %d frames.", self.name, self.fps,
+                 self.lag)
     reader = _Reader(frames, p.registrar, self.name, self._keep, maxsize=4 * p.max_chunk)
     reader.start()
     waiting = {}  # frame index -> [FrameRow, decided]
     face_frames = []  # smoother step -> frame index.
     next_row = 0
-    smoother = None
     reference = None  # The geometry reference: the first face frame's crop landmarks.
     error = None
     try:
       while True:
         items, end = self._take(reader)
-        if smoother is None and items:
-          rate = self._fps_flag or source_fps() or predict.FOLDER_FPS
-          self.fps = float(rate)
-          self.lag = lag_frames(self._lag_flag, self._lag_seconds, self.fps)
-          p.warm_up(self.lag)
-          smoother = p.smoother(self.lag)
-          logging.info("%s: streaming at %.3g fps with a lag of %d frames.", self.name, self.fps,
-                       self.lag)
         if isinstance(end, BaseException):
           if isinstance(end, KeyboardInterrupt):
             self.stopped = True
@@ -280,8 +277,7 @@ class LiveStream:
         while next_row in waiting and waiting[next_row][1]:
           yield waiting.pop(next_row)[0]
           next_row += 1
-      if smoother is not None:
-        self._decide(waiting, face_frames, smoother.finish())
+      self._decide(waiting, face_frames, smoother.finish())
       while next_row in waiting:
         row, decided = waiting.pop(next_row)
         assert decided, f"frame {next_row} undecided after finish()"
