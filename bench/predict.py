@@ -233,10 +233,17 @@ def stream_figures(workdir: str, video: str, rate: float, tmp: str) -> dict:
   if os.path.exists(csv_path):
     os.remove(csv_path)
   start = time.perf_counter()
+  cpu = []
+
+  def on_row(row):
+    written[row.index] = time.perf_counter()
+    if row.index == 0 or len(written) == paced_total:
+      cpu.append(_cpu_seconds())
+  paced_total = FLAGS.frames
   result = streaming.run(workdir, paced, {"csv": csv_path}, fps=rate or None,
                          lag_seconds=FLAGS.lag_seconds, redetect_every=FLAGS.redetect_every,
                          max_chunk=FLAGS.max_chunk,
-                         on_row=lambda row: written.__setitem__(row.index, time.perf_counter()))
+                         on_row=on_row)
   arrivals = np.array(paced.arrivals)
   n = result.num_frames
   lag = streaming.lag_frames(None, FLAGS.lag_seconds, rate or paced.fps or predict.FOLDER_FPS)
@@ -254,7 +261,15 @@ def stream_figures(workdir: str, video: str, rate: float, tmp: str) -> dict:
       "latency_beyond_lag_ms_median": ms(beyond, 50),
       "latency_beyond_lag_ms_p95": ms(beyond, 95),
       "latency_beyond_lag_ms_max": ms(beyond, 100),
+      # CPU time of the process (all threads) per frame between the first and the last row: what
+      # a frame costs whatever else runs on the machine; 1000 / it = fps on one idle core.
+      "cpu_ms_per_frame": round((cpu[-1] - cpu[0]) / max(n - 1, 1) * 1000, 1),
   }
+
+
+def _cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
 
 
 def main(argv):
