@@ -147,7 +147,7 @@ def write_video(path: str, frames: np.ndarray, fps: float = 30.0):
 def define_flags():
   """Bench flags (defined only when run as a script; tests import the helpers)."""
   flags.DEFINE_enum("mode", "offline", ["offline", "stream"], "offline: predict_video per stage; "
-                    "stream: fer_jax.streaming's sustained fps and latency (and offline as the peer).")
+                    "stream: fer_jax.streaming's sustained fps and latency (offline as the peer).")
   flags.DEFINE_enum("model", "demo", ["demo", "paper"], "demo: configs/demo.py network; paper: "
                     "299x299 Inception-ResNet with 1/1/1 blocks.")
   flags.DEFINE_integer("frames", 120, "Frames in the generated clip.")

@@ -1,20 +1,27 @@
 """Per-frame expressions for a user's video: `python -m fer_jax.predict --workdir=DIR --video=PATH`.
 
 A video file or a folder of frame images (natural sort: frame_2 before frame_10), read by
-fer_jax.data.media, -> dlib face registration (data/registration.py) -> the fold's trained CNN
-(train.load_model on <workdir>/fold_<k>/cnn) -> the fold's CRF (<workdir>/fold_<k>/crf.npz) over the
-model output named by config.crf.features -> per-frame label, CRF marginals, CNN softmax.
+fer_jax.data.media, -> dlib face registration (data/registration.py, online: no look-ahead) -> the
+fold's trained CNN (train.load_model on <workdir>/fold_<k>/cnn) -> the CRF input of
+config.crf.features (crf_inputs.CrfInputs with the training statistics saved in crf.npz) -> the
+fold's CRF (<workdir>/fold_<k>/crf.npz) -> per-frame label, CRF marginals, CNN softmax.
 
 Every input frame gets a row. Its `face` column is the registration's status: "detected" (the
 detector found a face), "tracked" (between detections when --redetect_every > 1: the previous
 box moved with the landmarks), "fallback" (detection failed: the previous frame's box) or "none"
-(no face detected yet: frames before the first detection). "none" frames have label -1 (an empty label) and
-NaN (empty) probabilities; the CRF runs over the other frames, in order, as one sequence.
+(no face detected yet: frames before the first detection). "none" frames have label -1 (an empty
+label) and NaN (empty) probabilities; the CRF runs over the other frames, in order, as one sequence.
+
+Offline (the default for a file or folder) reads the whole clip, then runs the CRF over it (Viterbi
+labels, marginals given the whole clip). Streaming (a webcam index, a URL or a pipe, or --stream;
+fer_jax/streaming.py) writes each row as soon as it is decided, after --lag / --lag_seconds more
+frames (max-marginal labels, marginals given the frames so far).
 
 Outputs (CLI): a CSV (default <workdir>/predictions/<video stem>_fold<k>.csv; header frame, time_s,
 face, label, crf_<class>..., softmax_<class>...), optionally JSON (--json), an annotated video
-(--render=PATH) and a plot of the probabilities over time (--plot=PATH). Existing files are never
-overwritten without --overwrite.
+(--render=PATH: face box coloured by status, --landmarks: the 68 points, label, probability bars)
+and a plot of the probabilities over time (--plot=PATH). Existing files are never overwritten
+without --overwrite.
 """
 import csv
 import dataclasses
@@ -392,7 +399,8 @@ def write_json(result: PredictionResult, path: str):
 BOX_COLOURS = {"detected": (0, 220, 0), "tracked": (255, 220, 0), "fallback": (255, 120, 0)}
 
 
-def annotate(frame: np.ndarray, row: FrameRow, class_names, draw_points: bool = False) -> np.ndarray:
+def annotate(frame: np.ndarray, row: FrameRow, class_names,
+             draw_points: bool = False) -> np.ndarray:
   """uint8 [H, W, 3] -> the frame with the face read (box, status, optionally the 68 points), its
   label and a CRF probability bar per class."""
   from PIL import Image, ImageDraw, ImageFont  # pylint: disable=g-import-not-at-top

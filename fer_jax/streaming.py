@@ -260,7 +260,8 @@ class LiveStream:
           k = len(p.class_names)
           row = predict.FrameRow(
               index=a.index, time_s=a.index / self.fps, face=str(reg.status), label=-1,
-              crf_probs=np.full(k, np.nan, np.float32), softmax_probs=np.full(k, np.nan, np.float32),
+              crf_probs=np.full(k, np.nan, np.float32),
+              softmax_probs=np.full(k, np.nan, np.float32),
               box=None if reg.box is None else tuple(float(v) for v in reg.box),
               points=None if reg.image_landmarks is None else np.asarray(reg.image_landmarks,
                                                                           np.float32),

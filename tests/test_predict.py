@@ -236,8 +236,8 @@ def truth(setup):
 
 
 def prefix_truth(truth, lag: int, num_faces: int):
-  """Marginals [n, K] and labels [n] of face frames 0..n-1 decided with `lag`: face i from the CRF of
-  faces 0..min(i + lag, n - 1), no end term (the label: the argmax of that marginal)."""
+  """Marginals [n, K] and labels [n] of face frames 0..n-1 decided with `lag`: face i from the CRF
+  of faces 0..min(i + lag, n - 1), no end term (the label: the argmax of that marginal)."""
   k = truth["unaries"].shape[1]
   marg = []
   for i in range(num_faces):
