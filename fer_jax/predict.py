@@ -420,7 +420,7 @@ def annotate(frame: np.ndarray, row: FrameRow, class_names,
     r = max(1.0, min(h, w) / 300)
     for x, y in row.points:
       if np.isfinite(x) and np.isfinite(y):
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=(0, 255, 255, 230))
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=(0, 255, 255))
   title = (f"{class_names[label]} {row.crf_probs[label]:.2f} ({row.face})" if label >= 0
            else "no face")
   draw.rectangle([0, 0, w, line + 4], fill=(0, 0, 0, 160))

@@ -421,7 +421,9 @@ def test_annotate_draws_the_face_box_status_and_points():
   assert tuple(dotted[100, 100]) == tuple(dotted[140, 120]) != (0, 0, 0)
   assert tuple(dotted[100, 100])[1:] == (255, 255)  # Cyan points.
   none = dataclasses.replace(row, face="none", label=-1, box=None, points=None)
-  assert (predict.annotate(frame, none, CLASSES, draw_points=True)[40:190, 50:190] == 0).all()
+  # No face: no box, no points (the title bar is above y 30, the probability panel below y 125).
+  assert (predict.annotate(frame, none, CLASSES, draw_points=True)[30:125, 50:235] == 0).all()
+  assert (plain[30:125, 50:235] != 0).any()
 
 
 def test_lag_in_frames_and_seconds():
