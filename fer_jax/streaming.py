@@ -120,10 +120,12 @@ class LivePredictor:
       raise ValueError(f"max_chunk={max_chunk} must be >= 1.")
     self.fold = predict.load_fold(workdir, fold)
     self.class_names = self.fold.class_names
-    # The jitted predict step and the replicated weights, made once: predict_batches redoes both
-    # per call (~200 ms for the demo network vs ~2 ms for the step itself).
+    # The jitted predict step (train's cache: one compile per process) and the replicated weights,
+    # taken once: predict_batches redoes both per call (~200 ms for the demo network vs ~2 ms for
+    # the step itself).
     model = self.fold.model
-    self._steps = train.Steps(model, None, train.make_mesh(), self.fold.config.model.input_size)
+    self._steps = train._inference_steps(  # pylint: disable=protected-access
+        model, train.make_mesh(), self.fold.config.model.input_size)
     self._weights = self._steps.replicate((nnx.to_pure_dict(nnx.state(model, nnx.Param)),
                                            nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))))
     self.registrar = registration.Registrar(self.fold.config.data.image_size,
