@@ -1,4 +1,5 @@
 """The one media reader: video files, truncated/empty videos, frame folders, images, pipes, URLs."""
+import logging
 import os
 import threading
 
@@ -140,26 +141,36 @@ def test_single_image_and_missing_paths(tmp_path):
   assert issubclass(errors.MissingInputError, FileNotFoundError)
 
 
-def test_named_pipe_streams_like_a_webcam(videos, tmp_path):
-  """A live source: the clip's bytes fed through a FIFO, read as they arrive."""
-  fifo = str(tmp_path / "camera")
-  os.mkfifo(fifo)
-  data = open(videos["mkv"], "rb").read()
+def _stream_through_fifo(path, data):
+  """Frames of `data` (a video file's bytes) fed through a named pipe at `path`, and the source."""
+  os.mkfifo(path)
 
   def feed():
-    with open(fifo, "wb") as f:
+    with open(path, "wb") as f:
       for i in range(0, len(data), 1000):
         f.write(data[i:i + 1000])
 
   writer = threading.Thread(target=feed)
   writer.start()
   try:
-    with media.open_source(fifo) as source:
-      assert source.kind == "stream" and source.fps == 10.0
-      frames = np.stack(list(source))
+    with media.open_source(path) as source:
+      return np.stack(list(source)), source
   finally:
     writer.join(timeout=30)
+
+
+def test_named_pipe_streams_like_a_webcam(videos, tmp_path, caplog):
+  """A live source: the clip's bytes fed through a FIFO, read as they arrive."""
+  data = open(videos["mkv"], "rb").read()
+  frames, source = _stream_through_fifo(str(tmp_path / "camera"), data)
+  assert source.kind == "stream" and source.fps == 10.0
   np.testing.assert_array_equal(frames, videos["frames"])
+  # A stream cut mid-frame (a dropped connection) ends with a warning, keeping the frames decoded.
+  with caplog.at_level(logging.WARNING):
+    frames, _ = _stream_through_fifo(str(tmp_path / "cut"), data[:int(len(data) * 0.7)])
+  assert 0 < len(frames) < T
+  np.testing.assert_array_equal(frames[:-1], videos["frames"][:len(frames) - 1])
+  assert "Stream" in caplog.text and "cut" in caplog.text
 
 
 def test_webcam_index_goes_to_ffmpeg():

@@ -1,6 +1,7 @@
 """dlib face registration on real photographs (skimage's astronaut, matplotlib's Grace Hopper)."""
 import logging
 import os
+import re
 
 import matplotlib
 import numpy as np
@@ -9,10 +10,10 @@ import skimage.data
 import skimage.transform
 from PIL import Image
 
+from bench import registration as bench_registration
 from fer_jax.data import registration as R
 
 S = 128
-OLD_TEMPLATE = np.array([[0.3, 0.38], [0.7, 0.38], [0.5, 0.78]])  # Eye centres + mouth centre / S.
 
 
 @pytest.fixture(scope="module")
@@ -83,41 +84,10 @@ def test_known_similarity():
   assert frame.landmarks.dtype == np.float32 and frame.box is None
 
 
-def _open_mouth(image, pts, drop):
-  """The photo with the jaw, lower lip and mouth corners moved down by `drop` px (piecewise affine).
-
-  Only a region around the face is warped (speed); the upper face and the region's border stay put.
-  """
-  x0, y0 = np.maximum(pts.min(0).astype(int) - 40, 0)
-  x1, y1 = np.minimum(pts.max(0).astype(int) + 60, image.shape[1::-1])
-  region = image[y0:y1, x0:x1]
-  src = pts - (x0, y0)
-  dst = src.copy()
-  dst[list(range(4, 13)) + [55, 56, 57, 58, 59, 65, 66, 67], 1] += drop
-  dst[[48, 60], 0] -= 0.3 * drop
-  dst[[54, 64], 0] += 0.3 * drop
-  dst[[48, 54, 60, 64], 1] += 0.4 * drop
-  h, w = region.shape[:2]
-  border = [(x, y) for x in np.linspace(0, w - 1, 5) for y in np.linspace(0, h - 1, 5)
-            if x in (0, w - 1) or y in (0, h - 1)]
-  tform = skimage.transform.PiecewiseAffineTransform.from_estimate(
-      np.concatenate([dst, border]), np.concatenate([src, border]))
-  out = image.copy()
-  out[y0:y1, x0:x1] = np.clip(np.rint(skimage.transform.warp(region, tform, order=1,
-                                                             preserve_range=True)), 0, 255)
-  return out
-
-
-def _old_transform(pts):
-  """The former alignment (eye centres and mouth centre onto OLD_TEMPLATE), for comparison."""
-  anchors = np.concatenate([R.eye_centres(pts), pts[48:68].mean(0, keepdims=True)])
-  return skimage.transform.SimilarityTransform.from_estimate(anchors, OLD_TEMPLATE * S)
-
-
 def test_open_mouth_keeps_eyes_and_scale(registrar, astronaut):
   pts = registrar.landmarks(astronaut, registrar.detect(astronaut))
   eye_distance = np.linalg.norm(np.diff(R.eye_centres(pts), axis=0))
-  warped = _open_mouth(astronaut, pts, 0.3 * eye_distance)
+  warped = bench_registration.open_mouth(astronaut, pts, 0.3 * eye_distance)
   moved = registrar.landmarks(warped, registrar.detect(warped))  # Re-detected, as in a video.
   assert moved[48:68, 1].mean() - pts[48:68, 1].mean() > 3.0  # The detector sees the mouth drop.
   new, new_moved = registrar.transform(pts), registrar.transform(moved)
@@ -127,7 +97,7 @@ def test_open_mouth_keeps_eyes_and_scale(registrar, astronaut):
   faces = [registrar.align(astronaut, pts), registrar.align(warped, moved)]
   assert np.abs(_eyes(registrar, faces[0]) - _eyes(registrar, faces[1])).max() < 0.01 * S + 0.5
   # Control: the former eyes+mouth template zooms out as the mouth opens (> 4 % scale change).
-  old, old_moved = _old_transform(pts), _old_transform(moved)
+  old, old_moved = (bench_registration.old_transform(p, S) for p in (pts, moved))
   assert old_moved.scale / old.scale < 0.96
 
 
@@ -176,6 +146,24 @@ def test_turned_photo_beside_another_image(registrar, astronaut):
   left, top, right, bottom = first.box
   assert 512 <= left < right < 1024 and 0 <= top < bottom < 512
   assert (first.image_landmarks[:, 0] > 512).all()
+
+
+def test_two_faces_side_by_side_keep_one_half(registrar, astronaut, hopper):
+  """Dual view: [astronaut | Grace Hopper]; one half is chosen and kept for every frame."""
+  right = np.zeros_like(astronaut)
+  right[:, :] = np.asarray(Image.fromarray(hopper).resize((512, 600)))[44:556]
+  frame = np.concatenate([astronaut, right], 1)  # [512, 1024, 3], a face in each half.
+  faces, info = registrar.register_sequence([frame] * 4, source="dual")
+  assert info["half"] in ("left", "right") and info["orientation"] == 0
+  alone = registrar.register_image(astronaut if info["half"] == "left" else right)
+  inside = (info["image_landmarks"][..., 0] < 512) == (info["half"] == "left")
+  assert inside.all()  # Image coordinates are the whole frame's, all in the chosen half.
+  for face in faces:
+    assert np.abs(face.astype(float) - alone).mean() < 8.0
+  # One face beside a photo without faces: no half needed.
+  coffee = skimage.transform.resize(skimage.data.coffee(), (512, 512), preserve_range=True)
+  _, info = registrar.register_sequence([np.concatenate([astronaut, coffee.astype(np.uint8)], 1)])
+  assert info["half"] is None
 
 
 def test_grayscale(registrar, astronaut):
@@ -261,7 +249,8 @@ def test_database_landmarks(registrar, astronaut):
   assert info["status"] == ["database"]
   np.testing.assert_array_equal(faces[0], registrar.align(astronaut, pts))
   np.testing.assert_allclose(info["landmarks"][0], registrar.transform(pts)(pts), atol=1e-4)
-  with pytest.raises(ValueError, match="S001/001: landmarks of frame 0 lie outside.*\\(x, y\\)"):
+  with pytest.raises(R.errors.ManualDataError,
+                     match="S001/001: landmarks of frame 0 lie outside.*\\(x, y\\)"):
     registrar.register_sequence(astronaut[None, :180], landmarks=[pts[:, ::-1]],  # (y, x) rows.
                                 source="S001/001")
   # The shifted landmarks move the crop: it differs from the detector's registration.
@@ -269,14 +258,19 @@ def test_database_landmarks(registrar, astronaut):
 
 
 def test_largest_of_several_faces(registrar, astronaut, caplog):
-  canvas = np.zeros((600, 900, 3), np.uint8)
-  canvas[:512, 380:892] = astronaut
-  small = np.asarray(Image.fromarray(astronaut).resize((300, 300)))
-  canvas[:300, :300] = small
+  canvas = np.zeros((600, 1000, 3), np.uint8)
+  canvas[:512, 488:] = astronaut
+  canvas[:400, :400] = np.asarray(Image.fromarray(astronaut).resize((400, 400)))
   with caplog.at_level(logging.INFO):
     box = registrar.detect(canvas, "two.png")
-  assert box.left() > 380  # The big copy's face.
-  assert "2 faces" in caplog.text
+  assert box.left() > 488  # The big copy's face.
+  assert re.search(r"two.png: \d faces found, using the largest", caplog.text)
+  # In a sequence each face lies in its own half: the half of the largest frontal face is kept.
+  _, info = registrar.register_sequence([canvas, canvas], source="two")
+  assert info["half"] == "right" and (info["image_landmarks"][..., 0] > 500).all()
+  flipped = np.ascontiguousarray(canvas[:, ::-1])
+  _, info = registrar.register_sequence([flipped, flipped], source="two")
+  assert info["half"] == "left" and (info["image_landmarks"][..., 0] < 500).all()
 
 
 def test_corrupt_png_names_file(registrar, astronaut, tmp_path):

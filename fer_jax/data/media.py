@@ -19,6 +19,7 @@ naming the source and the fix): UnreadableVideoError (ffmpeg cannot open a sourc
 reports errors or corrupt packets, e.g. truncated), UnreadableImageError (a frame image),
 EmptySequenceError (no frame at all), MissingInputError (the path does not exist).
 """
+import collections
 import os
 import re
 import stat
@@ -150,12 +151,17 @@ def webcam_input(index: int, platform: str = sys.platform) -> tuple[str, list[st
 
 
 class _FfmpegLog(threading.Thread):
-  """Collects ffmpeg's stderr (-loglevel level+info); `ready` is set once the output is described."""
+  """Reads ffmpeg's stderr (-loglevel level+info); `ready` is set once the output is described.
+
+  Keeps the last lines and the last problems only (a long live stream may log without end).
+  """
 
   def __init__(self, pipe):
     super().__init__(daemon=True)
     self._pipe = pipe
-    self.lines: list[str] = []
+    self.lines = collections.deque(maxlen=50)
+    self.problems = collections.deque(maxlen=10)  # Error lines and corrupt-packet warnings.
+    self.num_problems = 0
     self.input_video: Optional[str] = None  # The input's "Stream #..: Video: ..." line.
     self.output_video: Optional[str] = None  # The rawvideo output's stream line.
     self.ready = threading.Event()
@@ -165,6 +171,10 @@ class _FfmpegLog(threading.Thread):
     for raw in iter(self._pipe.readline, b""):
       line = raw.decode("utf-8", "replace").rstrip()
       self.lines.append(line)
+      if re.search(r"\[(error|fatal|panic)\]", line) or ("[warning]" in line
+                                                          and "corrupt" in line.lower()):
+        self.problems.append(line)
+        self.num_problems += 1
       if "] Input #" in line or line.startswith("Input #"):
         section = "input"
       elif "] Output #" in line or line.startswith("Output #"):
@@ -177,13 +187,8 @@ class _FfmpegLog(threading.Thread):
           self.ready.set()
     self.ready.set()
 
-  def problems(self) -> list[str]:
-    """Lines at level error or worse, and the demuxer's corrupt-packet warnings."""
-    return [ln for ln in self.lines if re.search(r"\[(error|fatal|panic)\]", ln)
-            or ("[warning]" in ln and "corrupt" in ln.lower())]
-
   def summary(self, limit: int = 2) -> str:
-    bad = self.problems() or [ln for ln in self.lines if ln.strip()]
+    bad = list(self.problems) or [ln for ln in self.lines if ln.strip()]
     return "; ".join(re.sub(r"^(\[[^]]*\] )+", "", ln).strip() for ln in bad[-limit:]) or "no output"
 
 
@@ -199,8 +204,9 @@ def _ffmpeg_source(name: str, path: str, kind: str, input_params: list[str]) -> 
   cmd = ([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel",
           "level+info"] + input_params + ["-i", path, "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt",
                                           "rgb24", "-"])
+  # Own session: Ctrl-C reaches Python (KeyboardInterrupt, then close() ends ffmpeg), not ffmpeg.
   proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE)
+                          stderr=subprocess.PIPE, start_new_session=True)
   log = _FfmpegLog(proc.stderr)
   log.start()
 
@@ -242,8 +248,8 @@ def _ffmpeg_source(name: str, path: str, kind: str, input_params: list[str]) -> 
     if t == 0:
       raise errors.EmptySequenceError(f"Video {name} has no frames ({log.summary()}). Replace it or "
                                       "remove it (builders: or set data.skip_unreadable=True).")
-    if returncode != 0 or partial or log.problems():
-      what = f"{name}: ffmpeg reported {log.summary()} after frame {t}"
+    if returncode != 0 or partial or log.num_problems:
+      what = f"{name}: ffmpeg reported {log.summary()} ({log.num_problems} problems) after frame {t}"
       if kind == "video":
         raise errors.UnreadableVideoError(f"Cannot decode video {what} (truncated or corrupt). {fix}")
       logging.warning("Stream %s.", what)

@@ -11,11 +11,13 @@ Template: dlib's mean face shape (the shape predictor's initial shape, read from
 (0.70, 0.38) S, where the former eyes+mouth template put them, so crops frame the face as before; the
 mouth (0.82 S on the mean shape) no longer pulls the scale when it opens.
 
-Orientation and dual view: when the detector finds no upright face in one of a sequence's first
-SEARCH_FRAMES frames, that frame is searched once in each half (frames at least as wide as high: two
-views side by side) and turned by 90, 180 and 270 degrees; the view with a frontal face (dlib's
-front-looking sub-detectors first, then the highest score) is kept for the whole sequence and logged,
-and `Registrar.view_counts` counts the views chosen per sequence. Later frames are never searched.
+Orientation and dual view, decided once per sequence at its first face and then kept (logged, and
+counted per sequence in `Registrar.view_counts`): upright by default; when the upright frame shows
+faces in both halves of a frame at least as wide as high, each inside its half (dual view: two faces
+side by side), the half with a frontal face (dlib's front-looking sub-detectors), the largest; when it
+shows no face in one of the sequence's first SEARCH_FRAMES frames, the best frontal face (highest
+detector score) over the two halves and the 90/180/270-degree turns of that frame. Later frames are
+never searched.
 
 Sequences: detect every `redetect_every` frames and track in between (the previous box moved with the
 landmarks); a frame where detection fails reuses the previous box ("fallback"). `Registrar.stream` is
@@ -329,7 +331,8 @@ class Registrar:
 
     Raises:
       NoFaceError naming `source` when no frame has a face; UnreadableImageError naming a bad file;
-      EmptySequenceError for an empty sequence; ValueError for landmarks of the wrong shape.
+      EmptySequenceError for an empty sequence; ManualDataError for database landmarks of the wrong
+      shape or outside the frame.
     """
     tracker = _Tracker(self, source)
     out, pending = [], []
@@ -377,14 +380,19 @@ class Registrar:
     if landmarks is None:
       return None
     if t >= len(landmarks):
-      raise ValueError(f"{source}: {len(landmarks)} landmark sets for more frames than that.")
+      raise errors.ManualDataError(
+          f"{source}: {len(landmarks)} landmark files for more frames than that; give one per frame "
+          "(or set data.use_database_landmarks=False).")
     pts = np.asarray(landmarks[t], np.float64)
     if pts.shape != (68, 2):
-      raise ValueError(f"{source}: landmarks of frame {t} have shape {pts.shape}, expected [68, 2].")
+      raise errors.ManualDataError(
+          f"{source}: landmarks of frame {t} have shape {pts.shape}, expected [68, 2]; fix the file "
+          "(or set data.use_database_landmarks=False).")
     h, w = rgb.shape[:2]
     if (pts < -0.1 * max(h, w)).any() or (pts[:, 0] > 1.1 * w).any() or (pts[:, 1] > 1.1 * h).any():
-      raise ValueError(f"{source}: landmarks of frame {t} lie outside the {w}x{h} image; each row "
-                       "must be (x, y). Fix the file, or set data.use_database_landmarks=False.")
+      raise errors.ManualDataError(
+          f"{source}: landmarks of frame {t} lie outside the {w}x{h} image; each row must be (x, y). "
+          "Fix the file, or set data.use_database_landmarks=False.")
     return pts
 
 
@@ -407,10 +415,10 @@ class _Tracker:
       return reg.registered(rgb, points, "database")
     view = self.view or UPRIGHT
     found = None
-    if self.box is None or t % reg.redetect_every == 0:
+    if self.view is None:
+      view, found = self._choose_view(rgb, name, t)
+    elif self.box is None or t % reg.redetect_every == 0:
       found = reg.detect(view.image(rgb), name)
-      if found is None and self.view is None and t < reg.search_frames:
-        view, found = self._search(rgb, name)
     if found is not None:
       self.box, kind = found, "detected"
       if self.view is None:
@@ -442,21 +450,46 @@ class _Tracker:
     return self.reg.registered(rgb, view.to_frame(pts, rgb.shape), kind,
                                view.box_to_frame(box, rgb.shape), view)
 
-  def _search(self, rgb: np.ndarray, name: str):
-    """(View, dlib.rectangle) of the best frontal face over the other views, or (UPRIGHT, None)."""
+  def _choose_view(self, rgb: np.ndarray, name: str, t: int):
+    """(View, dlib.rectangle or None) for a sequence whose view is not chosen yet (see module doc).
+
+    Upright first. Faces in both halves of a frame at least as wide as high, each face inside its half
+    (dual view): the half with the best frontal face. No upright face in one of the first search_frames frames: the best
+    frontal face over the halves and the 90/180/270-degree turns.
+    """
     h, w = rgb.shape[:2]
-    views = ([View(0, "left"), View(0, "right")] if w >= h else []) + [
-        View(o) for o in ORIENTATIONS[1:]]
-    best, best_key = (UPRIGHT, None), None
+    halves = [View(0, "left"), View(0, "right")] if w >= h else []
+    found = self.reg.faces(rgb)
+    if found:
+      sides = {-1 if f[0].right() < w // 2 else 1 if f[0].left() >= (w + 1) // 2 else 0
+               for f in found}
+      if halves and sides == {-1, 1}:  # Each face inside one half, both halves used.
+        view, box, _ = self._best(halves, rgb, by_area=True)
+        if box is not None:
+          logging.info("%s: faces side by side; using the %s (frontal, largest) for the whole "
+                       "sequence.", name, view.describe())
+          return view, box
+      if len(found) > 1:
+        logging.info("%s: %d faces found, using the largest.", name, len(found))
+      return UPRIGHT, max((f[0] for f in found), key=_box_area)
+    if t >= self.reg.search_frames:
+      return UPRIGHT, None
+    view, box, key = self._best(halves + [View(o) for o in ORIENTATIONS[1:]], rgb)
+    if box is not None:
+      logging.info("%s: no upright face in frame %d; found one %s (score %.2f): using that view "
+                   "for the whole sequence.", name, t, view.describe(), key[1])
+    return view, box
+
+  def _best(self, views: Sequence[View], rgb: np.ndarray, by_area: bool = False):
+    """(View, dlib.rectangle, (frontal, score)) of the best face over `views`: frontal first, then
+    the highest detector score (by_area: the largest box)."""
+    best = (UPRIGHT, None, None)
     for view in views:
       found = self.reg.faces(view.image(rgb))
       if not found:
         continue
       box, score, kind = max(found, key=lambda f: _box_area(f[0]))
-      key = (kind in _FRONTAL, score)
-      if best_key is None or key > best_key:
-        best, best_key = (view, box), key
-    if best[1] is not None:
-      logging.info("%s: no upright face in frame %d; found one %s (score %.2f): using that view "
-                   "for the whole sequence.", name, self.t - 1, best[0].describe(), best_key[1])
+      key = (kind in _FRONTAL, _box_area(box) if by_area else score)
+      if best[2] is None or key > best[2]:
+        best = (view, box, key)
     return best
