@@ -162,7 +162,9 @@ class LivePredictor:
     for size in reversed(self.chunk_sizes):
       while len(x) - start >= size:
         i, m, y = smoother.push(x[start:start + size])
-        idx.append(np.asarray(i)), marg.append(np.asarray(m)), lab.append(np.asarray(y))
+        idx.append(i)
+        marg.append(m)
+        lab.append(y)
         start += size
     return _concat(idx, marg, lab, len(self.class_names))
 
