@@ -1,8 +1,15 @@
-"""One experiment end to end: protocol folds -> CNN (stage 1) -> features -> CRF (stage 2) -> results.
+"""One experiment end to end: protocol folds -> CNN (stage 1) -> CRF inputs -> CRF (stage 2) -> stage 3
+(joint CNN + CRF, when joint.steps > 0) -> results.
+
+Rows (one per method, each with frame and sequence accuracy on the test sequences): "cnn" (softmax),
+"crf/<spec>" for the CRF on every feature set of crf.features and crf.compare_features (e.g. logits,
+geometry, logits+geometry; crf_inputs.py), "joint/<spec>" for stage 3 on crf.features.
 
 Workdir layout:
   fold_<k>/cnn/                 stage-1 checkpoints, metrics.jsonl, TensorBoard events (train.py)
   fold_<k>/cross_fit_<j>/cnn/   CNNs trained without training-subject group j (cross-fitted CRF features)
+  fold_<k>/crf.npz              the CRF on crf.features with its input spec and standardisation (predict)
+  fold_<k>/joint/               stage 3 (joint.py)
   fold_<k>/result.json          the finished fold (a rerun skips it)
   results.json, report.md, confusion_softmax.png, confusion_crf.png, tensorboard/
 """
