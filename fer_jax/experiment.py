@@ -15,6 +15,7 @@ Workdir layout:
 """
 import json
 import os
+import time
 
 from absl import logging
 import jax
@@ -336,12 +337,23 @@ def run_fold(config, fold_dir: str, seqs, fold, k: int) -> dict:
                len(val_seqs), len(test_seqs), train_seqs.num_frames, val_seqs.num_frames,
                test_seqs.num_frames)
   specs = _usable_feature_sets(config, seqs)
+  seconds = {}  # Wall time of each stage of this fold (this process).
+  clock = time.perf_counter()
+
+  def lap(name):
+    nonlocal clock
+    now = time.perf_counter()
+    seconds[name] = now - clock
+    clock = now
+
   model = train_cnn(config, os.path.join(fold_dir, "cnn"), train_seqs, val_seqs, num_classes, seed)
+  lap("cnn")
   outs = {name: model_outputs(model, config, s) for name, s in parts.items()}
   te, te_tags, te_mask = outs["test"]
   cross_fit = None
   if config.crf.train_features == "cross_fit" or config.crf.compare_variants:
     cross_fit = cross_fitted_outputs(config, fold_dir, train_seqs, num_classes, seed)
+  lap("cnn_outputs")
   landmarks = {name: s.landmarks for name, s in parts.items()}
   primary = f"{config.crf.train_features}/{config.crf.sigma2_selection}"
   rows = {"cnn": evaluate.row_metrics(te["logits"].argmax(-1), te_tags, te_mask, neutral)}
@@ -352,6 +364,7 @@ def run_fold(config, fold_dir: str, seqs, fold, k: int) -> dict:
     rows[f"crf/{spec}"] = evaluate.row_metrics(variants[primary]["test_tags"], te_tags, te_mask,
                                                neutral)
     fitted[spec] = (inputs, variants)
+    lap(f"crf/{spec}")
   inputs, variants = fitted[config.crf.features]
   true = evaluate.masked_frames(te_tags, te_mask)
   softmax = evaluate.frame_metrics(evaluate.masked_frames(te["logits"].argmax(-1), te_mask), true,
@@ -384,6 +397,8 @@ def run_fold(config, fold_dir: str, seqs, fold, k: int) -> dict:
     result["accuracy_joint"] = evaluate.frame_metrics(
         evaluate.masked_frames(joint_tags, te_mask), true, num_classes)["accuracy"]
     rows[f"joint/{config.crf.features}"] = evaluate.row_metrics(joint_tags, te_tags, te_mask, neutral)
+    lap(f"joint/{config.crf.features}")
+  result["seconds"] = seconds
   if jax.process_index() == 0:
     crf.save_crf(os.path.join(fold_dir, "crf.npz"), variants[primary]["params"],
                  variants[primary]["sigma2"], extras=inputs.to_extras())
