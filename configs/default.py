@@ -148,6 +148,7 @@ def get_base_config():
   c.joint.batch_size = 8  # Windows per global batch (a multiple of the device count).
   c.joint.learning_rate = 0.001  # Constant SGD rate (> 0), stage 1's momentum and weight decay.
   c.joint.ce_weight = 0.0  # Weight (>= 0) of the per-frame cross-entropy added to the window NLL.
+  c.joint.augment = False  # Windows get data.augment (one draw per window); False: frames as stage 2.
   c.joint.log_every = 50
   c.joint.eval_every = 200  # Validation: Viterbi frame accuracy on whole sequences; best step kept.
   c.joint.checkpoint_every = 200
@@ -162,9 +163,10 @@ def ours(c):
   """Our method as the primary row: the CRF on fused [FC2 logits, geometry] inputs, then stage 3 (joint
   CNN + CRF fine-tuning). The paper's rows (CNN, CNN + CRF) stay in the table beside it."""
   c.crf.features = "logits+geometry"
-  steps = max(c.joint.steps, c.train.num_steps // 10, 1)
-  c.joint.update(steps=steps, eval_every=max(1, steps // 5), checkpoint_every=max(1, steps // 5),
-                 log_every=max(1, min(c.joint.log_every, steps // 5)))
+  if c.joint.steps == 0:  # A config that tunes stage 3 keeps its own cadence.
+    steps = max(1, c.train.num_steps // 10)
+    c.joint.update(steps=steps, eval_every=max(1, steps // 5), checkpoint_every=max(1, steps // 5),
+                   log_every=max(1, min(c.joint.log_every, steps // 5)))
 
 
 def paper_config(database: str, arg=None, protocol: str = "subject_independent"):
