@@ -255,6 +255,8 @@ def test_no_leakage_from_test_subjects(tmp_path, monkeypatch):
     first = len(predicted)
     with monkeypatch.context() as m:
       m.setattr(experiment, "load_data", _with_noise(experiment.load_data, part))
+      if part == "train":  # The control needs the main CNN and the CRF only.
+        m.setitem(config.crf, "compare_variants", False)
       results[part] = experiment.run(config, str(tmp_path / part))["folds"][0]
     outputs[part] = predicted[first:]
     fitted[part] = _fitted(config, str(tmp_path / part / "fold_0"), num_classes)
@@ -273,8 +275,6 @@ def test_no_leakage_from_test_subjects(tmp_path, monkeypatch):
   moved = [not np.array_equal(a, b) for a, b in zip(outputs["test"], outputs["same"])]
   assert sum(moved) == 1
   assert len(outputs["test"][moved.index(True)]) == same["sizes"]["test_frames"]
-  # ... and new training frames move every CNN and the CRF (the comparisons above can fail).
-  for cnn in ("cnn", "cross_fit_0/cnn", "cross_fit_1/cnn"):
-    key = f"{cnn}['fc2']['kernel']"
+  # ... and new training frames move the CNN and the CRF (the comparisons above can fail).
+  for key in ("cnn['fc2']['kernel']", "crf/transitions"):
     assert not np.allclose(fitted["train"][key], fitted["same"][key]), key
-  assert not np.allclose(fitted["train"]["crf/transitions"], fitted["same"]["crf/transitions"])
