@@ -202,12 +202,14 @@ def _fit_kwargs(config, num_classes):
               num_classes=num_classes)
 
 
-def crf_variants(config, train_sets, val, test, train_subjects, num_classes, seed):
+def crf_variants(config, train_sets, val, test, train_subjects, num_classes, seed,
+                 selections=("validation", "inner_cv")):
   """Fits the CRF for every (training features, sigma^2 selection) variant and decodes the test set.
 
   Args:
     train_sets: {"in_sample" | "cross_fit": (x [N, T, D], tags, mask)} training sequences.
     val, test: (x, tags, mask) of the validation and test sequences (CNN outputs of the fold's CNN).
+    selections: the sigma^2 selections to run ("validation", "inner_cv").
 
   Returns:
     {"<features>/<selection>": {"sigma2", "test_tags" [N, T], "selection_scores"}}.
@@ -217,7 +219,7 @@ def crf_variants(config, train_sets, val, test, train_subjects, num_classes, see
   grid = config.crf.sigma2_grid
   for features, (x, tags, mask) in train_sets.items():
     fits = crf.fit_path(x, tags, mask, grid, **kwargs)  # shared by both selections
-    for selection in ("validation", "inner_cv"):
+    for selection in selections:
       if selection == "validation":
         sigma2, params, scores = crf.select_sigma2((x, tags, mask), val, grid, fits=fits, **kwargs)
       else:
@@ -360,7 +362,13 @@ def run_fold(config, fold_dir: str, seqs, fold, k: int) -> dict:
   fitted = {}
   for spec in specs:
     inputs, train_sets, val, test = _crf_data(config, spec, outs, landmarks, cross_fit)
-    variants = crf_variants(config, train_sets, val, test, train_seqs.subjects, num_classes, seed)
+    if spec != config.crf.features:  # Compared rows: the configured variant only.
+      train_sets = {config.crf.train_features: train_sets[config.crf.train_features]}
+      selections = (config.crf.sigma2_selection,)
+    else:
+      selections = ("validation", "inner_cv")
+    variants = crf_variants(config, train_sets, val, test, train_seqs.subjects, num_classes, seed,
+                            selections)
     rows[f"crf/{spec}"] = evaluate.row_metrics(variants[primary]["test_tags"], te_tags, te_mask,
                                                neutral)
     fitted[spec] = (inputs, variants)
