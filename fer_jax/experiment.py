@@ -1,13 +1,21 @@
-"""One experiment end to end: protocol folds -> CNN (stage 1) -> features -> CRF (stage 2) -> results.
+"""One experiment end to end: protocol folds -> CNN (stage 1) -> CRF inputs -> CRF (stage 2) -> stage 3
+(joint CNN + CRF, when joint.steps > 0) -> results.
+
+Rows (one per method, each with frame and sequence accuracy on the test sequences): "cnn" (softmax),
+"crf/<spec>" for the CRF on every feature set of crf.features and crf.compare_features (e.g. logits,
+geometry, logits+geometry; crf_inputs.py), "joint/<spec>" for stage 3 on crf.features.
 
 Workdir layout:
   fold_<k>/cnn/                 stage-1 checkpoints, metrics.jsonl, TensorBoard events (train.py)
   fold_<k>/cross_fit_<j>/cnn/   CNNs trained without training-subject group j (cross-fitted CRF features)
+  fold_<k>/crf.npz              the CRF on crf.features with its input spec and standardisation (predict)
+  fold_<k>/joint/               stage 3 (joint.py)
   fold_<k>/result.json          the finished fold (a rerun skips it)
   results.json, report.md, confusion_softmax.png, confusion_crf.png, tensorboard/
 """
 import json
 import os
+import time
 
 from absl import logging
 import jax
@@ -194,12 +202,14 @@ def _fit_kwargs(config, num_classes):
               num_classes=num_classes)
 
 
-def crf_variants(config, train_sets, val, test, train_subjects, num_classes, seed):
+def crf_variants(config, train_sets, val, test, train_subjects, num_classes, seed,
+                 selections=("validation", "inner_cv")):
   """Fits the CRF for every (training features, sigma^2 selection) variant and decodes the test set.
 
   Args:
     train_sets: {"in_sample" | "cross_fit": (x [N, T, D], tags, mask)} training sequences.
     val, test: (x, tags, mask) of the validation and test sequences (CNN outputs of the fold's CNN).
+    selections: the sigma^2 selections to run ("validation", "inner_cv").
 
   Returns:
     {"<features>/<selection>": {"sigma2", "test_tags" [N, T], "selection_scores"}}.
@@ -209,7 +219,7 @@ def crf_variants(config, train_sets, val, test, train_subjects, num_classes, see
   grid = config.crf.sigma2_grid
   for features, (x, tags, mask) in train_sets.items():
     fits = crf.fit_path(x, tags, mask, grid, **kwargs)  # shared by both selections
-    for selection in ("validation", "inner_cv"):
+    for selection in selections:
       if selection == "validation":
         sigma2, params, scores = crf.select_sigma2((x, tags, mask), val, grid, fits=fits, **kwargs)
       else:
@@ -329,22 +339,40 @@ def run_fold(config, fold_dir: str, seqs, fold, k: int) -> dict:
                len(val_seqs), len(test_seqs), train_seqs.num_frames, val_seqs.num_frames,
                test_seqs.num_frames)
   specs = _usable_feature_sets(config, seqs)
+  seconds = {}  # Wall time of each stage of this fold (this process).
+  clock = time.perf_counter()
+
+  def lap(name):
+    nonlocal clock
+    now = time.perf_counter()
+    seconds[name] = now - clock
+    clock = now
+
   model = train_cnn(config, os.path.join(fold_dir, "cnn"), train_seqs, val_seqs, num_classes, seed)
+  lap("cnn")
   outs = {name: model_outputs(model, config, s) for name, s in parts.items()}
   te, te_tags, te_mask = outs["test"]
   cross_fit = None
   if config.crf.train_features == "cross_fit" or config.crf.compare_variants:
     cross_fit = cross_fitted_outputs(config, fold_dir, train_seqs, num_classes, seed)
+  lap("cnn_outputs")
   landmarks = {name: s.landmarks for name, s in parts.items()}
   primary = f"{config.crf.train_features}/{config.crf.sigma2_selection}"
   rows = {"cnn": evaluate.row_metrics(te["logits"].argmax(-1), te_tags, te_mask, neutral)}
   fitted = {}
   for spec in specs:
     inputs, train_sets, val, test = _crf_data(config, spec, outs, landmarks, cross_fit)
-    variants = crf_variants(config, train_sets, val, test, train_seqs.subjects, num_classes, seed)
+    if spec != config.crf.features:  # Compared rows: the configured variant only.
+      train_sets = {config.crf.train_features: train_sets[config.crf.train_features]}
+      selections = (config.crf.sigma2_selection,)
+    else:
+      selections = ("validation", "inner_cv")
+    variants = crf_variants(config, train_sets, val, test, train_seqs.subjects, num_classes, seed,
+                            selections)
     rows[f"crf/{spec}"] = evaluate.row_metrics(variants[primary]["test_tags"], te_tags, te_mask,
                                                neutral)
     fitted[spec] = (inputs, variants)
+    lap(f"crf/{spec}")
   inputs, variants = fitted[config.crf.features]
   true = evaluate.masked_frames(te_tags, te_mask)
   softmax = evaluate.frame_metrics(evaluate.masked_frames(te["logits"].argmax(-1), te_mask), true,
@@ -377,6 +405,8 @@ def run_fold(config, fold_dir: str, seqs, fold, k: int) -> dict:
     result["accuracy_joint"] = evaluate.frame_metrics(
         evaluate.masked_frames(joint_tags, te_mask), true, num_classes)["accuracy"]
     rows[f"joint/{config.crf.features}"] = evaluate.row_metrics(joint_tags, te_tags, te_mask, neutral)
+    lap(f"joint/{config.crf.features}")
+  result["seconds"] = seconds
   if jax.process_index() == 0:
     crf.save_crf(os.path.join(fold_dir, "crf.npz"), variants[primary]["params"],
                  variants[primary]["sigma2"], extras=inputs.to_extras())

@@ -19,9 +19,13 @@ fer_jax/train.py (an Objective: this file gives the loss, the batch kind and the
   ties dropout to BN's mode, so dropout is off too.
 - The CRF input: CNN outputs ("logits" FC2, or "features" FC1) concatenated with optional constant
   per-frame inputs ("extra", e.g. geometry), standardised with stage 2's mean/std (CRFInput).
-- Best step: frame accuracy of Viterbi on the whole validation sequences (exact; the test metric).
+- Best step: frame accuracy of Viterbi on the whole validation sequences (exact; the test metric),
+  step 0 (stage 1 + 2 as they are) included: fine-tuning that does not help on validation is undone.
 - Optimizer: stage 1's SGD with momentum and weight decay on CNN kernels, at the constant rate
-  joint.learning_rate, over CNN and CRF parameters alike.
+  joint.learning_rate, over CNN and CRF parameters alike. No augmentation by default: stage 2's CRF
+  was fitted on un-augmented frames and stage 3 goes on from it on the same distribution (on the
+  demo, augmented windows raised validation but not test accuracy); joint.augment = True applies
+  stage 1's config.data.augment, one draw per window (pipeline.window_batches).
 
 workdir: as stage 1's (checkpoints/, best/, metrics.jsonl, tensorboard/); a rerun resumes.
 """
@@ -194,7 +198,7 @@ def make_objective(crf_input: CRFInput, *, val_seqs, val_extra=None, ce_weight: 
 
   return train.Objective(name="windows", train_keys=keys, loss=loss, evaluate=evaluate,
                          check_batch=check_batch, cnn_params=lambda params: params["cnn"],
-                         images_per_example=window)
+                         images_per_example=window, eval_at_start=True)
 
 
 def loop_config(config) -> ml_collections.ConfigDict:
@@ -246,7 +250,8 @@ def train_joint(config, workdir: str, *, model: nnx.Module, crf_params: crf.CRFP
       train_config=loop_config(config), initial=lambda _: (start, batch_stats),
       train_batches=lambda step: pipeline.window_batches(
           train_seqs, int(j.window), int(j.batch_size), seed=seed, start_step=step,
-          extra=train_extra, process_index=pid, process_count=pcount),
+          extra=train_extra, augment=config.data.augment if j.augment else None,
+          process_index=pid, process_count=pcount),
       eval_batches=lambda: pipeline.eval_batches(
           val_seqs, config.train.eval_batch_size, process_index=pid, process_count=pcount))
   best = crf.CRFParams(**{k: jnp.asarray(v) for k, v in result.params["crf"].items()})

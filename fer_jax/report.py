@@ -103,6 +103,12 @@ def markdown(results: dict) -> str:
       "",
   ]
   lines += results_table(results, paper)
+  timed = [f["seconds"] for f in results["folds"] if "seconds" in f]
+  if timed:
+    stages = [k for k in timed[0] if all(k in t for t in timed)]
+    lines += ["Wall time per fold, seconds (mean over folds; stage 1 = CNN training, then CNN outputs "
+              "for every frame, each CRF row's fit and sigma^2 selection, stage 3): "
+              + ", ".join(f"{k} {np.mean([t[k] for t in timed]):.0f}" for k in stages) + ".", ""]
   variants = s.get("variants", {})
   if variants:
     lines += [

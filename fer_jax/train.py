@@ -68,6 +68,8 @@ class Objective:
     check_batch: check_batch(batch, local_batch, step) raises ValueError for a malformed batch.
     cnn_params: the CNN's nnx Param pure dict inside the trainable tree.
     images_per_example: frames per batch row (1 for frames, W for windows), for img/s.
+    eval_at_start: also validate the step-0 state (a candidate for the best step: stage 3 starts
+      from trained models and keeps them if fine-tuning does not help on validation).
   """
   name: str
   train_keys: tuple[str, ...]
@@ -76,6 +78,7 @@ class Objective:
   check_batch: Callable
   cnn_params: Callable[[Any], dict] = lambda params: params
   images_per_example: int = 1
+  eval_at_start: bool = False
 
 
 @dataclasses.dataclass
@@ -406,6 +409,9 @@ def train_and_evaluate(config, workdir: str, *, num_classes: int, train_batches:
         best_step, best_acc = at, res["accuracy"]
         best.save(at, model_state(s), metrics={"val_accuracy": res["accuracy"]})
 
+    if objective.eval_at_start and eval_batches is not None and step == 0 and best_step is None:
+      run_eval(state, 0)
+      writer.flush()
     pending, window = [], []  # Device metrics not yet checked; host metrics since the last log.
     clock_t, clock_step, timed_steps, timed_seconds = None, step, 0, 0.0
     batches = iter(train_batches(step)) if step < num_steps else iter(())

@@ -18,7 +18,7 @@ def _fold(k, base):
           "per_class_crf": [0.5] * 7, "confusion_softmax": k7, "confusion_crf": k7, "sigma2": 1.0,
           "crf_variant": "in_sample/validation", "crf_features": "logits", "rows": rows,
           "variants": {"in_sample/validation": {"accuracy_crf": 0.5}},
-          "sizes": {"test_frames": 10}}
+          "sizes": {"test_frames": 10}, "seconds": {"cnn": 10.0 + k, "crf/logits": 2.0}}
 
 
 def test_table_rows_order_and_sample_std():
@@ -41,3 +41,9 @@ def test_table_rows_order_and_sample_std():
   del partial["rows"]["joint/logits"]
   out = experiment.summarize([_fold(0, 0.5), partial], config, "ck_plus", "p", ["c"] * 7)
   assert "joint/logits" not in out["summary"]["rows"] and "joint" not in report.markdown(out)
+
+
+def test_stage_times_are_reported():
+  out = experiment.summarize([_fold(0, 0.5), _fold(1, 0.5)], demo.get_config(), "ck_plus", "p",
+                             ["c"] * 7)
+  assert "cnn 10, crf/logits 2." in report.markdown(out)  # Means of 10, 11 and of 2, 2 (rounded).

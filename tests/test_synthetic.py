@@ -45,16 +45,64 @@ def test_records_format_balance_and_labels():
     assert sorted(int(r["labels"].max()) for r in subj) == [1, 2, 3, 4, 5, 6]
 
 
+class _ScriptedRng:
+  """A Generator whose next `uniform` / `integers` draws are scripted as (method, bounds, value);
+  each scripted draw checks the bounds it is asked for. Every other draw comes from a real Generator."""
+
+  def __init__(self, script, seed=0):
+    self._script = list(script)
+    self._rng = np.random.default_rng(seed)
+
+  def __getattr__(self, name):
+    if self._script and self._script[0][0] == name:
+      _, bounds, value = self._script.pop(0)
+
+      def draw(*args):
+        assert args == bounds, (name, args, bounds)
+        return value
+      return draw
+    return getattr(self._rng, name)
+
+
+# Hand-computed, 11 frames, emotion 4: intensity = apex * smoothstep(ramp), smoothstep(r) = r^2 (3 - 2r);
+# a frame is neutral (0) when its intensity is below 0.3.
+#   onset_apex, rise over round(10 * share) frames, ramp = min(t / rise, 1):
+#     apex 1.0, share 1.0: t = 3 -> 0.216, t = 4 -> 0.352.
+#     apex 0.62, share 0.6: t = 2 -> 0.62 * 7/27 = 0.161, t = 3 -> 0.62 * 0.5 = 0.31.
+#   onset_apex_offset, peak 4, hold 1 (the fall starts at t = 5 and reaches 0 at t = 10):
+#     ramp 0, .25, .5, .75, 1, 1, .8, .6, .4, .2, 0 -> smoothstep 0, .156, .5, .844, 1, 1, .896, .648,
+#     .352, .104, 0; apex 1.0 keeps t = 8 (0.352), apex 0.85 drops it (0.2992).
+# So a threshold anywhere outside (0.2992, 0.31] fails one of the cases.
+@pytest.mark.parametrize("kind,script,expected", [
+    ("onset_apex", [("uniform", (0.6, 1.0), 1.0), ("uniform", (0.6, 1.0), 1.0)],
+     [0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4]),
+    ("onset_apex", [("uniform", (0.6, 1.0), 0.62), ("uniform", (0.6, 1.0), 0.6)],
+     [0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4]),
+    ("onset_apex_offset", [("uniform", (0.6, 1.0), 1.0), ("integers", (1, 10), 4),
+                           ("integers", (0, 3), 1)],
+     [0, 0, 4, 4, 4, 4, 4, 4, 4, 0, 0]),
+    ("onset_apex_offset", [("uniform", (0.6, 1.0), 0.85), ("integers", (1, 10), 4),
+                           ("integers", (0, 3), 1)],
+     [0, 0, 4, 4, 4, 4, 4, 4, 0, 0, 0]),
+])
+def test_labels_follow_intensity_threshold(kind, script, expected):
+  subject = synthetic.make_subject(np.random.default_rng(3))
+  rng = _ScriptedRng(script)
+  frames, labels = synthetic.draw_sequence(subject, 4, 11, kind, 24, rng)
+  assert not rng._script  # pylint: disable=protected-access  (every scripted draw was used)
+  np.testing.assert_array_equal(labels, expected)
+  assert frames.shape == (11, 24, 24, 3)
+
+
 @pytest.mark.parametrize("kind", synthetic.KINDS)
-def test_labels_follow_intensity_threshold(kind):
+def test_labels_start_neutral_and_end_as_documented(kind):
   subject = synthetic.make_subject(np.random.default_rng(3))
   for seed in range(5):
     _, labels = synthetic.draw_sequence(subject, 4, 11, kind, 24, np.random.default_rng(seed))
-    # draw_sequence draws the intensity profile first from its rng: recompute it independently.
-    intensity = synthetic.intensity_profile(11, kind, np.random.default_rng(seed))
-    np.testing.assert_array_equal(labels, np.where(intensity < 0.3, 0, 4))
-    assert intensity[0] == 0 and intensity.max() >= 0.6
-    assert labels[0] == 0 and (labels[-1] == 0) == (kind == "onset_apex_offset")
+    assert set(labels.tolist()) == {0, 4} and labels[0] == 0
+    assert (labels[-1] == 0) == (kind == "onset_apex_offset")
+    run = np.flatnonzero(labels)  # One contiguous emotion run.
+    assert np.all(np.diff(run) == 1)
 
 
 def test_bad_arguments_raise():

@@ -272,15 +272,16 @@ def train_batches(seqs: Sequences, batch_size: int, *, seed: int, start_step: in
 
 
 def window_batches(seqs: Sequences, window: int, batch_size: int, *, seed: int, start_step: int = 0,
-                   extra: Optional[Sequence[np.ndarray]] = None, process_index: int = 0,
-                   process_count: int = 1) -> Iterator[dict]:
+                   extra: Optional[Sequence[np.ndarray]] = None, augment=None,
+                   process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
   """Endless shuffled batches of windows of consecutive frames (stage 3), resumable by step.
 
   The windows of a sequence of length L start at t = 0 .. max(L - W, 0); a sequence shorter than
   W gives one window, padded at its end (mask False, zeros). Epoch e shuffles the windows of all
   sequences with np.random.default_rng([seed, e]); global batch s holds positions [s B, (s + 1) B)
   of the epoch stream, host p of P the p-th slice of B / P: the batch of step s depends on
-  (seed, s) only. No augmentation.
+  (seed, s) only. Augmentation as train_batches', one draw per window: all its frames get the
+  flip, crop and brightness of np.random.default_rng([seed, s, q]), q its position in the batch.
 
   Args:
     seqs: the training sequences.
@@ -290,6 +291,7 @@ def window_batches(seqs: Sequences, window: int, batch_size: int, *, seed: int, 
     start_step: the first global step to yield (resume).
     extra: None, or per sequence a float array [T_i, G] of per-frame inputs that are not CNN
       outputs (e.g. geometry features); windows carry their slices.
+    augment: `config.data.augment` or None for no augmentation.
     process_index, process_count: this host and the number of hosts.
 
   Yields:
@@ -344,6 +346,11 @@ def window_batches(seqs: Sequences, window: int, batch_size: int, *, seed: int, 
       out["first"][row], out["last"][row] = t0 == 0, t1 == lengths[i]
       if extra is not None:
         out["extra"][row, :t1 - t0] = extra[i][t0:t1]
+    if augment is not None:
+      real = out["mask"]
+      rows = positions - step * batch_size
+      out["image"][real] = _augment(out["image"][real], augment, seed, step,
+                                    np.broadcast_to(rows[:, None], real.shape)[real])
     return out
 
   return _prefetch(batch, _count_up(start_step))
