@@ -9,6 +9,16 @@ from ml_collections import config_dict
 PAPER_MODEL = dict(input_size=299, width=1.0, repeats=(1, 1, 1))
 
 
+def literal_field(value):
+  """A field that the command line can set to None, a number or a tuple of numbers.
+
+  A float/tuple-typed field refuses `--config.x=None` (ml_collections parses by the field's type; see
+  STYLE.md config traps): an object-typed FieldReference is parsed as a Python literal instead ("None",
+  "0.2", "0,1"). fer_jax/config_validation.py checks what the value may be.
+  """
+  return config_dict.FieldReference(value, field_type=object)
+
+
 def parse_arg(arg, **spec):
   """Parses a config argument "name1,key=value,..." against defaults (big_vision's habit).
 
@@ -64,6 +74,11 @@ def get_base_config():
   c.data.synthetic.min_length = 12
   c.data.synthetic.max_length = 24
   c.data.synthetic.seed = 0
+  # How hard single frames are: pixel noise std (fraction of 255, >= 0), chance of an occluded frame
+  # ([0, 1]) and landmark noise std (fraction of the inter-ocular distance, >= 0).
+  c.data.synthetic.noise = 0.07
+  c.data.synthetic.occlusion_prob = 0.12
+  c.data.synthetic.landmark_noise = 0.03
   # Stage-1 augmentation of training frames.
   c.data.augment = ml_collections.ConfigDict()
   c.data.augment.flip = True  # Random horizontal flip.
@@ -75,8 +90,9 @@ def get_base_config():
   c.protocol.kind = "subject_independent"  # subject_independent | official (FERA) | cross_db
   c.protocol.num_folds = 5
   c.protocol.val_fraction = 0.1  # Of all subjects, per fold.
-  c.protocol.test_fraction = 0.1  # Of all subjects, per fold (paper); None would mean 1/num_folds.
-  c.protocol.folds = config_dict.placeholder(tuple)  # Which folds to run; None: all.
+  # Of all subjects, per fold (paper); None: plain k-fold (1/num_folds, every subject tested once).
+  c.protocol.test_fraction = literal_field(0.1)
+  c.protocol.folds = literal_field(None)  # Which folds to run, e.g. (0, 1) or "0,1"; None: all.
   c.protocol.heldout = config_dict.placeholder(str)  # cross_db: the test database (ck_plus | mmi | fera).
 
   # --- Model (fer_jax/models/inception_resnet.py).
@@ -105,7 +121,14 @@ def get_base_config():
 
   # --- Stage 2: CRF (fer_jax/crf.py).
   c.crf = ml_collections.ConfigDict()
-  c.crf.features = "logits"  # Model output fed to the CRF: "logits" (FC2, paper) or "features" (FC1).
+  # The CRF's input (the primary row): "logits" (FC2, the paper), "features" (FC1), "geometry" (landmark
+  # geometry, fer_jax/geometry.py) joined by "+", e.g. "logits+geometry" (fused); each dimension
+  # standardised with training-frame statistics saved with the CRF.
+  c.crf.features = "logits"
+  # More CRF rows fitted and reported beside the primary one (same CNN, same folds; the primary is
+  # not fitted twice); () for none.
+  c.crf.compare_features = ("logits", "geometry", "logits+geometry")
+  c.crf.geometry_reference = "first"  # Geometry: displacement from the first frame too; "none": not.
   c.crf.solver = "jaxopt"  # jaxopt | optax (both L-BFGS).
   c.crf.max_iter = 500
   c.crf.tol = 1e-4  # Gradient-norm tolerance.
@@ -136,15 +159,31 @@ def get_base_config():
   return c
 
 
+def ours(c):
+  """Our method as the primary row: the CRF on fused [FC2 logits, geometry] inputs, then stage 3 (joint
+  CNN + CRF fine-tuning). The paper's rows (CNN, CNN + CRF) stay in the table beside it."""
+  c.crf.features = "logits+geometry"
+  if c.joint.steps == 0:  # A config that tunes stage 3 keeps its own cadence.
+    steps = max(1, c.train.num_steps // 10)
+    c.joint.update(steps=steps, eval_every=max(1, steps // 5), checkpoint_every=max(1, steps // 5),
+                   log_every=max(1, min(c.joint.log_every, steps // 5)))
+
+
 def paper_config(database: str, arg=None, protocol: str = "subject_independent"):
-  """Table I config for one database: the paper's network, optimiser and protocol; ":tiny" shrinks it."""
-  arg = parse_arg(arg, tiny=False)
+  """Table I config for one database: the paper's network, optimiser and protocol.
+
+  Variants: ":tiny" shrinks it for a CPU smoke run; ":ours" makes our method (fused + joint) the
+  primary row; ":ours,tiny" both.
+  """
+  arg = parse_arg(arg, tiny=False, ours=False)
   c = get_base_config()
   c.data.name = database
   c.protocol.kind = protocol
   c.report.table = "I"
   if arg.tiny:
     tiny(c)
+  if arg.ours:
+    ours(c)
   c.lock()
   return c
 

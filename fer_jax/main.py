@@ -35,6 +35,12 @@ class _QuietLibraries(logging_std.Filter):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from fer_jax import config_validation  # pylint: disable=g-import-not-at-top
+  from fer_jax import errors  # pylint: disable=g-import-not-at-top
+  try:  # Before TensorFlow, JAX or any data: a wrong field costs nothing.
+    config_validation.validate(FLAGS.config)
+  except errors.FerError as e:
+    _exit_with(e)
   from fer_jax import tf_devices  # pylint: disable=g-import-not-at-top
   tf_devices.hide_gpus_from_tensorflow()  # JAX owns the accelerators.
   logging.get_absl_handler().addFilter(_QuietLibraries())
@@ -49,13 +55,19 @@ def main(argv):
   logging.info("JAX process %d/%d, local devices %s, all devices %d.", jax.process_index(),
                jax.process_count(), jax.local_devices(), jax.device_count())
   logging.info("Config:\n%s", FLAGS.config)
-  from fer_jax import errors  # pylint: disable=g-import-not-at-top
-  from fer_jax import experiment  # pylint: disable=g-import-not-at-top
   try:
+    config_validation.validate(FLAGS.config, num_devices=jax.device_count(),
+                               num_processes=jax.process_count())
+    from fer_jax import experiment  # pylint: disable=g-import-not-at-top
     experiment.run(FLAGS.config, FLAGS.workdir)
-  except errors.FerError as e:  # A mistake the user can fix: say what and how, no traceback.
-    print(f"\nERROR ({type(e).__name__}): {e}", file=sys.stderr)
-    sys.exit(2)
+  except errors.FerError as e:
+    _exit_with(e)
+
+
+def _exit_with(error):
+  """A mistake the user can fix: say what and how, no traceback, exit status 2."""
+  print(f"\nERROR ({type(error).__name__}): {error}", file=sys.stderr)
+  sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -154,13 +154,21 @@ def test_best_checkpoint_and_load_model(real_run):
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
   assert ckpt.all_steps() == [16, 24, 32]
   assert result.best_step in (16, 24, 32)
-  saved = ckpt.restore(result.best_step, {"params": _params(result.model)}, partial=True)
+  target = dict(zip(("params", "batch_stats"), train._weights(result.model)))
+  saved = {step: ckpt.restore(step, target, partial=True) for step in (16, 24, 32)}
   ckpt.close()
   best = train.load_model(config, workdir, NUM_CLASSES)
-  _assert_trees_close(_params(best), saved["params"], rtol=0, atol=0)
-  _assert_trees_close(_params(result.model), saved["params"], rtol=0, atol=0)
+  _assert_trees_close(_params(best), saved[result.best_step]["params"], rtol=0, atol=0)
+  _assert_trees_close(_params(result.model), saved[result.best_step]["params"], rtol=0, atol=0)
+  # "latest": exactly the weights and BatchNorm statistics of the last step (32), in eval mode.
   latest = train.load_model(config, workdir, NUM_CLASSES, which="latest")
-  assert isinstance(latest, nnx.Module)
+  params, batch_stats = train._weights(latest)
+  _assert_trees_close(params, saved[32]["params"], rtol=0, atol=0)
+  _assert_trees_close(batch_stats, saved[32]["batch_stats"], rtol=0, atol=0)
+  with pytest.raises(AssertionError):  # Step 24 differs from step 32: the comparison can fail.
+    _assert_trees_close(params, saved[24]["params"], rtol=0, atol=0)
+  images = models.preprocess(jnp.asarray(real_run[3][:4]), 75)
+  np.testing.assert_array_equal(latest(images)["logits"], latest(images)["logits"])  # No dropout.
   with pytest.raises(FileNotFoundError, match="train stage 1"):
     train.load_model(config, os.path.join(workdir, "nothing"), NUM_CLASSES)
 
@@ -258,7 +266,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tiny_net, tmp_path):
 def test_nan_loss_stops_with_the_step(tiny_net, tmp_path):
   images, labels = _data(16, 16)
   # learning_rate 1e30: the first update leaves huge weights, the next forward pass overflows.
-  bad = {}
+  bad, messages = {}, {}
   for name, every in (("checked_every_step", dict(checkpoint_every=1, log_every=100)),
                       ("checked_at_log", dict(checkpoint_every=100, log_every=6))):
     config = _config(num_steps=12, learning_rate=1e30, eval_every=100, **every)
@@ -266,10 +274,14 @@ def test_nan_loss_stops_with_the_step(tiny_net, tmp_path):
       train.train_and_evaluate(config, str(tmp_path / name), num_classes=NUM_CLASSES,
                                train_batches=_train_batches(images, labels, 8))
     bad[name] = int(re.search(r"at step (\d+)", str(e.value)).group(1))
+    messages[name] = str(e.value)
     assert isinstance(e.value, train.NonFiniteLossError)
   s = bad["checked_at_log"]
-  assert bad["checked_every_step"] == s >= 1
-  assert "steps 0..5" in str(e.value) or s >= 6  # Found at the first log (step 6).
+  # Step 0 starts from finite weights; its update (lr 1e30) overflows what step 1 computes.
+  assert bad["checked_every_step"] == s == 1
+  # Checked every step: a window of one step. Checked at logs (steps 6, 12): steps 0..5 hold step 1.
+  assert "at step 1 (the first bad one of steps 1..1)" in messages["checked_every_step"]
+  assert "at step 1 (the first bad one of steps 0..5)" in messages["checked_at_log"]
   # Checkpoint N holds the state after N updates: only those checked finite were written.
   assert _saved_steps(tmp_path / "checked_every_step") == list(range(1, s + 1))
   assert _saved_steps(tmp_path / "checked_at_log") == []
