@@ -108,7 +108,7 @@ def get_base_config():
   c.crf.features = "logits"  # Model output fed to the CRF: "logits" (FC2, paper) or "features" (FC1).
   c.crf.solver = "jaxopt"  # jaxopt | optax (both L-BFGS).
   c.crf.max_iter = 500
-  c.crf.tol = 1e-4  # Gradient-norm tolerance.
+  c.crf.tol = 1e-5  # crf.fit tol: l2 norm of the per-frame gradient (objective / frames; scale-free).
   c.crf.sigma2_grid = (0.01, 0.1, 1.0, 10.0, 100.0)
   c.crf.train_features = "in_sample"  # in_sample (paper) | cross_fit (out-of-fold CNN outputs).
   c.crf.cross_fit_folds = 3  # cross_fit: CNNs trained for this many splits of the training subjects.

@@ -18,7 +18,7 @@ def get_config(arg=None):
                  log_every=100, eval_every=500, checkpoint_every=500, eval_batch_size=128)
   # Cross-fitting (cross_fit_folds more CNNs per fold) would triple the run: off in the demo; the
   # report still compares sigma^2 chosen on validation and by inner cross-validation.
-  c.crf.update(sigma2_grid=(0.1, 1.0, 10.0), max_iter=200, cross_fit_folds=2, inner_cv_folds=3,
+  c.crf.update(sigma2_grid=(0.1, 1.0, 10.0), cross_fit_folds=2, inner_cv_folds=3,
                compare_variants=False)
   if arg.smoke:
     c.data.synthetic.update(num_subjects=10, sequences_per_subject=2, min_length=6, max_length=10)
