@@ -103,7 +103,7 @@ def get_base_config():
   c.train.checkpoint_every = 2_000
   c.train.eval_batch_size = 128
 
-  # --- Stage 2: CRF (fer_jax/crf.py).
+  # --- Stage 2: CRF (fer_jax/crf/).
   c.crf = ml_collections.ConfigDict()
   c.crf.features = "logits"  # Model output fed to the CRF: "logits" (FC2, paper) or "features" (FC1).
   c.crf.solver = "jaxopt"  # jaxopt | optax (both L-BFGS).

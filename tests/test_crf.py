@@ -1,4 +1,4 @@
-"""Tests for fer_jax/crf.py against independent float64 NumPy truth (brute force, hand numbers)."""
+"""Tests for the fer_jax/crf package against independent float64 NumPy truth (brute force, hand numbers)."""
 import itertools
 
 import jax
