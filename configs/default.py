@@ -119,7 +119,7 @@ def get_base_config():
   c.train.checkpoint_every = 2_000
   c.train.eval_batch_size = 128
 
-  # --- Stage 2: CRF (fer_jax/crf.py).
+  # --- Stage 2: CRF (fer_jax/crf/).
   c.crf = ml_collections.ConfigDict()
   # The CRF's input (the primary row): "logits" (FC2, the paper), "features" (FC1), "geometry" (landmark
   # geometry, fer_jax/geometry.py) joined by "+", e.g. "logits+geometry" (fused); each dimension
@@ -131,7 +131,7 @@ def get_base_config():
   c.crf.geometry_reference = "first"  # Geometry: displacement from the first frame too; "none": not.
   c.crf.solver = "jaxopt"  # jaxopt | optax (both L-BFGS).
   c.crf.max_iter = 500
-  c.crf.tol = 1e-4  # Gradient-norm tolerance.
+  c.crf.tol = 1e-5  # crf.fit tol: l2 norm of the per-frame gradient (objective / frames; scale-free).
   c.crf.sigma2_grid = (0.01, 0.1, 1.0, 10.0, 100.0)
   c.crf.train_features = "in_sample"  # in_sample (paper) | cross_fit (out-of-fold CNN outputs).
   c.crf.cross_fit_folds = 3  # cross_fit: CNNs trained for this many splits of the training subjects.

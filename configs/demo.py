@@ -21,7 +21,7 @@ def get_config(arg=None):
                  log_every=100, eval_every=500, checkpoint_every=500, eval_batch_size=128)
   # Cross-fitting (cross_fit_folds more CNNs per fold) would triple the run: off in the demo; the
   # report still compares sigma^2 chosen on validation and by inner cross-validation.
-  c.crf.update(sigma2_grid=(0.1, 1.0, 10.0), max_iter=200, cross_fit_folds=2, inner_cv_folds=3,
+  c.crf.update(sigma2_grid=(0.1, 1.0, 10.0), cross_fit_folds=2, inner_cv_folds=3,
                compare_variants=False)
   # Stage 3: joint CNN + CRF fine-tuning on windows of 8 frames (64 frames a step).
   c.joint.update(steps=100, window=8, batch_size=8, learning_rate=0.001, log_every=25,
