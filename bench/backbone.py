@@ -30,8 +30,8 @@ MODES = {"cpu": dict(input_size=107, width=0.25, repeats=(1, 1, 1), batch=16, st
                      rounds=9, dtype="float32"),
          "gpu": dict(input_size=299, width=1.0, repeats=(1, 1, 1), batch=128, steps=20, warmup=3,
                      rounds=3, dtype="bfloat16")}
-# fer_jax sets --xla_cpu_experimental_ynn_fusion_type=reduce (fer_jax/__init__.py); the second jax
-# side of the cpu mode runs without it, for comparison.
+# fer_jax sets --xla_cpu_experimental_ynn_fusion_type=reduce (fer_jax/__init__.py); by default a
+# second jax side of the cpu mode runs without it, for comparison.
 COMPARE_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
 NUM_CLASSES = 7
 FC1_WIDTH = 1024
@@ -94,7 +94,7 @@ def run_jax(a):
 
   step(a.warmup)
   if a.profile:
-    jax.profiler.start_trace(a.profile)
+    jax.profiler.start_trace(a.profile, create_perfetto_trace=True)
     step(a.steps)
     jax.profiler.stop_trace()
   device = jax.devices()[0]
@@ -181,7 +181,7 @@ def main():
   p.add_argument("--rounds", type=int, help="timed rounds per side, interleaved; medians reported")
   p.add_argument("--threads", type=int, default=2, help="threads (CPUs) of each side; 0: all")
   p.add_argument("--compare_flags", default=COMPARE_FLAGS,
-                 help="XLA_FLAGS of a second jax side (cpu mode; '' for none)")
+                 help="XLA_FLAGS of more jax sides, ';'-separated (cpu mode; '' for none)")
   p.add_argument("--dtype", choices=["float32", "bfloat16"])
   p.add_argument("--peak_flops", type=float, help="device peak FLOP/s for the MFU (gpu mode)")
   p.add_argument("--torch_channels_last", action="store_true", help="NHWC memory format in torch")
@@ -204,9 +204,9 @@ def main():
         f"{a.steps} steps per side (+{a.warmup} warm-up)", flush=True)
   workers = [_Worker("jax", "jax", argv)]
   if a.mode == "cpu":
-    if a.compare_flags:
-      workers.append(_Worker("jax" + a.compare_flags.replace("--xla_cpu_experimental_", " "), "jax",
-                             argv, a.compare_flags))
+    for flags in filter(None, a.compare_flags.split(";")):
+      workers.append(_Worker("jax " + flags.replace("--xla_cpu_experimental_", ""), "jax", argv,
+                             flags))
     workers.append(_Worker("torch", "torch", argv))
   for r in range(a.rounds):
     for w in (workers if r % 2 == 0 else workers[::-1]):
