@@ -29,10 +29,11 @@ import sys
 import numpy as np
 import pytest
 
+import fer_jax
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Explicit either way: fer_jax/__init__.py adds "=reduce" to XLA_FLAGS unless the flag is named.
-YNN_REDUCE, YNN_OFF = ("--xla_cpu_experimental_ynn_fusion_type=reduce",
-                       "--xla_cpu_experimental_ynn_fusion_type=-reduce")
+# Explicit either way: fer_jax/__init__.py adds its defaults to XLA_FLAGS unless the flag is named.
+YNN_REDUCE, YNN_OFF = fer_jax.XLA_CPU_DEFAULTS, f"--{fer_jax.YNN_FLAG}=-reduce"
 # Norm-wise relative error per tensor vs float64; see the module docstring.
 TOLERANCE = {"float32": 1e-3, "float32+ynn_reduce": 1e-4}
 BATCH, NUM_CLASSES = 16, 7
