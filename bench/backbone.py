@@ -9,7 +9,9 @@ own long-lived worker process (its peak RSS is its own) that compiles and warms 
 round of --steps steps whenever the parent asks. The parent interleaves the sides round by round
 (A B C, C B A, ...), never two at once, and reports per side the median images/s with its min-max
 spread, and the median over rounds of the per-round ratio ours/torch: on a shared machine the load
-drifts, and rounds timed back to back see about the same load. Both sides run --threads threads
+drifts, and rounds timed back to back see about the same load. CPU time per step (all threads)
+is printed beside: on an oversubscribed machine PyTorch's OpenMP threads spin at barriers, so its
+wall time collapses first. Both sides run --threads threads
 (XLA's CPU thread pool is sized by the CPUs the process may use: set by sched_setaffinity; torch:
 set_num_threads) and flush denormals (XLA CPU does by default; torch.set_flush_denormal).
 """
@@ -54,9 +56,10 @@ def _serve(a, step, info):
   for line in sys.stdin:
     if line.strip() != "run":
       break
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     step(a.steps)
-    print(json.dumps({"seconds": time.perf_counter() - t}), flush=True)
+    print(json.dumps({"seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - cpu}),
+          flush=True)
   print(json.dumps({"peak_rss_mb": _peak_rss_mb()}), flush=True)
 
 
@@ -140,7 +143,7 @@ class _Worker:
   """A side in its own process: ready info, then one timed round per run()."""
 
   def __init__(self, name, side, argv, xla_flags=None):
-    self.name, self.seconds = name, []
+    self.name, self.seconds, self.cpu_seconds = name, [], []
     env = dict(os.environ)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if xla_flags is not None:
@@ -160,7 +163,9 @@ class _Worker:
   def run(self):
     self.proc.stdin.write("run\n")
     self.proc.stdin.flush()
-    self.seconds.append(self._read()["seconds"])
+    r = self._read()
+    self.seconds.append(r["seconds"])
+    self.cpu_seconds.append(r["cpu_seconds"])
 
   def stop(self):
     self.proc.stdin.write("stop\n")
@@ -219,7 +224,8 @@ def main():
     extra = (f"compile {w.info['compile_s']:.1f} s" if "compile_s" in w.info
              else f"torch {w.info['version']}, {w.info['threads']} threads")
     print(f"{w.name:30s} {statistics.median(ips):8.1f} images/s (min {ips[0]:.1f}, max "
-          f"{ips[-1]:.1f})  step {statistics.median(w.seconds) / a.steps * 1e3:7.1f} ms  peak RSS "
+          f"{ips[-1]:.1f})  step {statistics.median(w.seconds) / a.steps * 1e3:7.1f} ms (CPU "
+          f"{statistics.median(w.cpu_seconds) / a.steps * 1e3:.0f} ms)  peak RSS "
           f"{w.info['peak_rss_mb']:.0f} MB  params {w.info['params']:,}  {w.info['cpus']} CPUs, "
           f"{extra}")
   if a.mode == "gpu":
@@ -237,7 +243,8 @@ def main():
   for w in workers[:-1]:
     ratios = sorted(t / o for o, t in zip(w.seconds, theirs.seconds))
     print(f"ratio {w.name} / torch images/s: median {statistics.median(ratios):.2f}x over "
-          f"{len(ratios)} rounds (min {ratios[0]:.2f}x, max {ratios[-1]:.2f}x)")
+          f"{len(ratios)} rounds (min {ratios[0]:.2f}x, max {ratios[-1]:.2f}x); CPU time per step "
+          f"torch / ours: {statistics.median(theirs.cpu_seconds) / statistics.median(w.cpu_seconds):.2f}x")
 
 
 if __name__ == "__main__":
