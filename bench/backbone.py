@@ -142,9 +142,11 @@ def run_torch(a):
 class _Worker:
   """A side in its own process: ready info, then one timed round per run()."""
 
-  def __init__(self, name, side, argv, xla_flags=None):
+  def __init__(self, name, side, argv, xla_flags=None, omp_passive=False):
     self.name, self.seconds, self.cpu_seconds = name, [], []
     env = dict(os.environ)
+    if omp_passive:  # OpenMP threads sleep at barriers instead of spinning.
+      env["OMP_WAIT_POLICY"] = "PASSIVE"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if xla_flags is not None:
       env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + xla_flags).strip()
@@ -190,6 +192,8 @@ def main():
   p.add_argument("--dtype", choices=["float32", "bfloat16"])
   p.add_argument("--peak_flops", type=float, help="device peak FLOP/s for the MFU (gpu mode)")
   p.add_argument("--torch_channels_last", action="store_true", help="NHWC memory format in torch")
+  p.add_argument("--torch_passive", action="store_true",
+                 help="OMP_WAIT_POLICY=PASSIVE for torch (a shared, oversubscribed machine)")
   p.add_argument("--profile", default="", help="jax worker: write a jax.profiler trace here")
   p.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
   a = p.parse_args()
@@ -212,7 +216,8 @@ def main():
     for flags in filter(None, a.compare_flags.split(";")):
       workers.append(_Worker("jax " + flags.replace("--xla_cpu_experimental_", ""), "jax", argv,
                              flags))
-    workers.append(_Worker("torch", "torch", argv))
+    workers.append(_Worker("torch" + " OMP_WAIT_POLICY=PASSIVE" * a.torch_passive, "torch", argv,
+                           omp_passive=a.torch_passive))
   for r in range(a.rounds):
     for w in (workers if r % 2 == 0 else workers[::-1]):
       w.run()
