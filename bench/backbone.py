@@ -16,8 +16,12 @@ wall time collapses first. Both sides run --threads threads
 set_num_threads) and flush denormals (XLA CPU does by default; torch.set_flush_denormal).
 """
 import argparse
+import collections
+import glob
+import gzip
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -48,6 +52,37 @@ def _limit_cpus(threads):
   if threads and threads < len(cpus):
     os.sched_setaffinity(0, cpus[:threads])
   return len(os.sched_getaffinity(0))
+
+
+def _op_kind(name):
+  name = re.sub(r"\.\d+$", "", name)
+  for pattern, kind in ((r"^(convolution|conv_general|dot)", "conv / dot (Eigen)"),
+                        (r"^ynn_fusion", "YNNPACK fusions (reductions)"),
+                        (r"transpose|^copy", "transpose / copy"), (r"concatenate", "concatenate"),
+                        (r"select|pad|slice", "max pool / select / pad / slice"),
+                        (r"reduce", "XLA reductions")):
+    if re.search(pattern, name):
+      return kind
+  return "other elementwise fusions"
+
+
+def _print_profile(trace_dir):
+  """Per-op totals (XLA CPU thunks, summed over threads) of the perfetto trace, to stderr."""
+  path = sorted(glob.glob(os.path.join(trace_dir, "plugins/profile/*/perfetto_trace.json.gz")))[-1]
+  with gzip.open(path) as f:
+    events = json.load(f)
+  events = events["traceEvents"] if isinstance(events, dict) else events
+  skip = re.compile(r"^\$|ThunkExecutor|PjitFunction|PjRt|block_until|stop_trace|ExecuteHelper")
+  ops, kinds = collections.Counter(), collections.Counter()
+  for e in events:
+    if e.get("ph") == "X" and not skip.search(e["name"]):
+      ops[e["name"]] += e["dur"]
+      kinds[_op_kind(e["name"])] += e["dur"]
+  total = sum(ops.values())
+  lines = [f"profile {path}: XLA thunks {total / 1e3:.1f} ms (summed over threads)"]
+  lines += [f"  {k:32s} {v / total:6.1%}" for k, v in kinds.most_common()]
+  lines += [f"  top op {k:40s} {v / total:6.1%}" for k, v in ops.most_common(10)]
+  print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 def _serve(a, step, info):
@@ -100,6 +135,7 @@ def run_jax(a):
     jax.profiler.start_trace(a.profile, create_perfetto_trace=True)
     step(a.steps)
     jax.profiler.stop_trace()
+    _print_profile(a.profile)
   device = jax.devices()[0]
   info = dict(compile_s=compile_s, params=models.param_count(model), step_flops=flops,
               device=device.device_kind, cpus=cpus, xla_flags=os.environ.get("XLA_FLAGS", ""))
@@ -194,7 +230,8 @@ def main():
   p.add_argument("--torch_channels_last", action="store_true", help="NHWC memory format in torch")
   p.add_argument("--torch_passive", action="store_true",
                  help="OMP_WAIT_POLICY=PASSIVE for torch (a shared, oversubscribed machine)")
-  p.add_argument("--profile", default="", help="jax worker: write a jax.profiler trace here")
+  p.add_argument("--profile", default="", help="jax side: write a jax.profiler trace here and "
+                 "print its per-op summary")
   p.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
   a = p.parse_args()
   for k, v in MODES[a.mode].items():
