@@ -6,7 +6,7 @@ weight-gradient sums) go to YNNPACK, `--xla_cpu_experimental_ynn_fusion_type=red
 XLA_FLAGS unless XLA_FLAGS already names `xla_cpu_experimental_ynn_fusion_type` (yours wins; `=-reduce`
 turns it off). tests/test_numerics.py checks a train step with it against float64 (within 1e-4,
 ~10x closer than without it); bench/backbone.py measures the speed. It only changes CPU compiles;
-like any change of summation order it changes long SGD trajectories (not their accuracy in kind).
+as any change of summation order does, it changes long SGD trajectories (and the demo's figures).
 """
 import os
 
