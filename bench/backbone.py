@@ -286,7 +286,8 @@ def main():
     ratios = sorted(t / o for o, t in zip(w.seconds, theirs.seconds))
     print(f"ratio {w.name} / torch images/s: median {statistics.median(ratios):.2f}x over "
           f"{len(ratios)} rounds (min {ratios[0]:.2f}x, max {ratios[-1]:.2f}x); CPU time per step "
-          f"torch / ours: {statistics.median(theirs.cpu_seconds) / statistics.median(w.cpu_seconds):.2f}x")
+          f"torch / ours: "
+          f"{statistics.median(theirs.cpu_seconds) / statistics.median(w.cpu_seconds):.2f}x")
 
 
 if __name__ == "__main__":

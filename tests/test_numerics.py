@@ -19,8 +19,9 @@ roundings happen. The largest sums here (BN statistics and weight gradients of t
 have n = 16 * 37 * 37 = 21,904: sqrt(n) u = 9e-6, and ~30 layers chain them: 1e-4 with the flag
 (measured: worst tensor 1e-5, median 2e-6). XLA's own reductions (no flag) are less accurate: worst
 1.1e-4 (median 2e-5), in the BN gradients of IR-C, whose 1x1 maps give BN sums of 16 terms with
-heavy cancellation in the backward; 1e-3 for that run. A wrong kernel (a dropped or doubled block of a reduction, a bad accumulator, a race) is off by the
-block's share of the sum, >= 1e-2 for one 256-term block of 21,904 (test_tolerance_catches_...).
+heavy cancellation in the backward; 1e-3 for that run. A wrong kernel (a dropped or doubled
+block of a reduction, a bad accumulator, a race) is off by the block's share of the sum, >= 1e-2
+for one 256-term block of 21,904 (test_tolerance_catches_a_dropped_block).
 """
 import os
 import subprocess
