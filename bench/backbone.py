@@ -1,15 +1,29 @@
 """Train-step throughput of the Inception-ResNet: our jitted JAX step vs the same network in PyTorch.
 
-  python -m bench.backbone                 # --mode=cpu: small config, ~1-2 minutes, prints ours/torch
+  python -m bench.backbone                 # --mode=cpu: input 107, width 0.25; prints ours/torch
+  python -m bench.backbone --input_size=75 --width=0.125 --batch=32   # the demo's network
   python -m bench.backbone --mode=gpu      # 299x299 bfloat16 batch 128, 1/1/1: images/s and MFU
 
-One step = forward + backward + SGD-momentum update with BatchNorm in train mode. Each side runs in
-its own subprocess, so each peak RSS (resource.getrusage maxrss) is its own.
+One step = forward + backward + SGD-momentum update with BatchNorm in train mode. Each side is its
+own long-lived worker process (its peak RSS is its own) that compiles and warms up, then times one
+round of --steps steps whenever the parent asks. The parent interleaves the sides round by round
+(A B C, C B A, ...), never two at once, and reports per side the median images/s with its min-max
+spread, and the median over rounds of the per-round ratio ours/torch: on a shared machine the load
+drifts, and rounds timed back to back see about the same load. CPU time per step (all threads)
+is printed beside: on an oversubscribed machine PyTorch's OpenMP threads spin at barriers, so its
+wall time collapses first. Both sides run --threads threads
+(XLA's CPU thread pool is sized by the CPUs the process may use: set by sched_setaffinity; torch:
+set_num_threads) and flush denormals (XLA CPU does by default; torch.set_flush_denormal).
 """
 import argparse
+import collections
+import glob
+import gzip
 import json
 import os
+import re
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -18,17 +32,13 @@ import time
 PEAK_BF16_FLOPS = {"NVIDIA H100 PCIe": 756e12, "NVIDIA H100": 989e12, "NVIDIA H200": 989e12,
                    "NVIDIA GH200": 989e12, "NVIDIA A100": 312e12, "NVIDIA L4": 121e12,
                    "TPU v5 lite": 197e12, "TPU v4": 275e12}
-MODES = {"cpu": dict(input_size=107, width=0.25, repeats=(1, 1, 1), batch=16, steps=10, warmup=2,
-                     rounds=5,
-                     dtype="float32"),
+MODES = {"cpu": dict(input_size=107, width=0.25, repeats=(1, 1, 1), batch=16, steps=5, warmup=2,
+                     rounds=9, dtype="float32"),
          "gpu": dict(input_size=299, width=1.0, repeats=(1, 1, 1), batch=128, steps=20, warmup=3,
-                     rounds=3,
-                     dtype="bfloat16")}
-# XLA CPU: hand only reductions to YNNPACK (experimental in jax 0.10), not convolutions: its
-# convolutions are slower than XLA's own (Eigen) on this network, ~15% of the step on 2 cores. The
-# trainer can get the same per executable with jax.jit(..., compiler_options=
-# {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}).
-YNN_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=reduce"
+                     rounds=3, dtype="bfloat16")}
+# fer_jax sets --xla_cpu_experimental_ynn_fusion_type=reduce (fer_jax/__init__.py); by default a
+# second jax side of the cpu mode runs without it, for comparison.
+COMPARE_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
 NUM_CLASSES = 7
 FC1_WIDTH = 1024
 
@@ -37,8 +47,60 @@ def _peak_rss_mb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB.
 
 
+def _limit_cpus(threads):
+  cpus = sorted(os.sched_getaffinity(0))
+  if threads and threads < len(cpus):
+    os.sched_setaffinity(0, cpus[:threads])
+  return len(os.sched_getaffinity(0))
+
+
+def _op_kind(name):
+  name = re.sub(r"\.\d+$", "", name)
+  for pattern, kind in ((r"^(convolution|conv_general|dot)", "conv / dot (Eigen)"),
+                        (r"^ynn_fusion", "YNNPACK fusions (reductions)"),
+                        (r"transpose|^copy", "transpose / copy"), (r"concatenate", "concatenate"),
+                        (r"select|pad|slice", "max pool / select / pad / slice"),
+                        (r"reduce", "XLA reductions")):
+    if re.search(pattern, name):
+      return kind
+  return "other elementwise fusions"
+
+
+def _print_profile(trace_dir):
+  """Per-op totals (XLA CPU thunks, summed over threads) of the perfetto trace, to stderr."""
+  path = sorted(glob.glob(os.path.join(trace_dir, "plugins/profile/*/perfetto_trace.json.gz")))[-1]
+  with gzip.open(path) as f:
+    events = json.load(f)
+  events = events["traceEvents"] if isinstance(events, dict) else events
+  skip = re.compile(r"^\$|ThunkExecutor|PjitFunction|PjRt|block_until|stop_trace|ExecuteHelper")
+  ops, kinds = collections.Counter(), collections.Counter()
+  for e in events:
+    if e.get("ph") == "X" and not skip.search(e["name"]):
+      ops[e["name"]] += e["dur"]
+      kinds[_op_kind(e["name"])] += e["dur"]
+  total = sum(ops.values())
+  lines = [f"profile {path}: XLA thunks {total / 1e3:.1f} ms (summed over threads)"]
+  lines += [f"  {k:32s} {v / total:6.1%}" for k, v in kinds.most_common()]
+  lines += [f"  top op {k:40s} {v / total:6.1%}" for k, v in ops.most_common(10)]
+  print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _serve(a, step, info):
+  """Worker loop: prints `info` (ready), then times one round of a.steps steps per "run" line."""
+  print(json.dumps(info), flush=True)
+  for line in sys.stdin:
+    if line.strip() != "run":
+      break
+    t, cpu = time.perf_counter(), time.process_time()
+    step(a.steps)
+    print(json.dumps({"seconds": time.perf_counter() - t, "cpu_seconds": time.process_time() - cpu}),
+          flush=True)
+  print(json.dumps({"peak_rss_mb": _peak_rss_mb()}), flush=True)
+
+
 def run_jax(a):
   """Times fer_jax.train's own jitted train step (the trainer's Steps, optimizer and state)."""
+  cpus = _limit_cpus(a.threads)  # Before JAX creates its CPU client (thread pool).
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from configs import default  # pylint: disable=g-import-not-at-top
@@ -60,31 +122,36 @@ def run_jax(a):
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost.get("flops", 0.0)) if cost else 0.0
-  for _ in range(a.warmup):
-    state, metrics = compiled(state, batch)
-  jax.block_until_ready(metrics)
-  times = []
-  for _ in range(a.rounds):
-    t = time.perf_counter()
-    for _ in range(a.steps):
-      state, metrics = compiled(state, batch)
-    jax.block_until_ready((state, metrics))
-    times.append(time.perf_counter() - t)
-  seconds = min(times)  # Best round: the machine may be shared.
+  box = {"state": state}
+
+  def step(n):
+    for _ in range(n):
+      box["state"], metrics = compiled(box["state"], batch)
+    jax.block_until_ready((box["state"], metrics))
+    box["loss"] = float(metrics["loss"])
+
+  step(a.warmup)
+  if a.profile:
+    jax.profiler.start_trace(a.profile, create_perfetto_trace=True)
+    step(a.steps)
+    jax.profiler.stop_trace()
+    _print_profile(a.profile)
   device = jax.devices()[0]
-  out = dict(side="jax", images_per_s=a.batch * a.steps / seconds, step_s=seconds / a.steps,
-             compile_s=compile_s, params=models.param_count(model), loss=float(metrics["loss"]),
-             step_flops=flops, device=device.device_kind, peak_rss_mb=_peak_rss_mb())
+  info = dict(compile_s=compile_s, params=models.param_count(model), step_flops=flops,
+              device=device.device_kind, cpus=cpus, xla_flags=os.environ.get("XLA_FLAGS", ""))
   stats = getattr(device, "memory_stats", lambda: None)()
   if stats and "peak_bytes_in_use" in stats:
-    out["device_peak_mb"] = stats["peak_bytes_in_use"] / 2**20
-  return out
+    info["device_peak_mb"] = stats["peak_bytes_in_use"] / 2**20
+  _serve(a, step, info)
 
 
 def run_torch(a):
+  cpus = _limit_cpus(a.threads)
   import torch  # pylint: disable=g-import-not-at-top
   from bench import torch_inception_resnet as tir  # pylint: disable=g-import-not-at-top
 
+  torch.set_num_threads(a.threads or cpus)
+  torch.set_flush_denormal(True)
   torch.manual_seed(0)
   model = tir.InceptionResNet(NUM_CLASSES, width=a.width, repeats=a.repeats, fc1_width=FC1_WIDTH,
                               dropout=0.2)
@@ -96,37 +163,53 @@ def run_torch(a):
     images = images.contiguous(memory_format=torch.channels_last)
   labels = torch.randint(0, NUM_CLASSES, (a.batch,))
 
-  def step():
-    opt.zero_grad(set_to_none=True)
-    loss = torch.nn.functional.cross_entropy(model(images), labels)
-    loss.backward()
-    opt.step()
-    return loss
+  def step(n):
+    for _ in range(n):
+      opt.zero_grad(set_to_none=True)
+      loss = torch.nn.functional.cross_entropy(model(images), labels)
+      loss.backward()
+      opt.step()
 
-  for _ in range(a.warmup):
-    step()
-  times = []
-  for _ in range(a.rounds):
-    t = time.perf_counter()
-    for _ in range(a.steps):
-      loss = step()
-    times.append(time.perf_counter() - t)
-  seconds = min(times)  # Best round: the machine may be shared.
-  return dict(side="torch", images_per_s=a.batch * a.steps / seconds, step_s=seconds / a.steps,
-              params=sum(p.numel() for p in model.parameters()), loss=float(loss.detach()),
-              threads=torch.get_num_threads(), peak_rss_mb=_peak_rss_mb())
+  step(a.warmup)
+  _serve(a, step, dict(params=sum(p.numel() for p in model.parameters()), cpus=cpus,
+                       threads=torch.get_num_threads(), version=torch.__version__))
 
 
-def _subprocess(side, argv, xla_flags=""):
-  cmd = [sys.executable, "-m", "bench.backbone", f"--worker={side}"] + argv
-  env = dict(os.environ)
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + xla_flags).strip()
-  env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, check=False)
-  if proc.returncode != 0:
-    raise RuntimeError(f"{side} worker failed:\n{proc.stderr[-4000:]}")
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+class _Worker:
+  """A side in its own process: ready info, then one timed round per run()."""
+
+  def __init__(self, name, side, argv, xla_flags=None, omp_passive=False):
+    self.name, self.seconds, self.cpu_seconds = name, [], []
+    env = dict(os.environ)
+    if omp_passive:  # OpenMP threads sleep at barriers instead of spinning.
+      env["OMP_WAIT_POLICY"] = "PASSIVE"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if xla_flags is not None:
+      env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + xla_flags).strip()
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    self.proc = subprocess.Popen([sys.executable, "-m", "bench.backbone", f"--worker={side}"] + argv,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                                 cwd=root)
+    self.info = self._read()
+
+  def _read(self):
+    line = self.proc.stdout.readline()
+    if not line:
+      raise RuntimeError(f"{self.name} worker failed (exit {self.proc.wait()}); see stderr above.")
+    return json.loads(line)
+
+  def run(self):
+    self.proc.stdin.write("run\n")
+    self.proc.stdin.flush()
+    r = self._read()
+    self.seconds.append(r["seconds"])
+    self.cpu_seconds.append(r["cpu_seconds"])
+
+  def stop(self):
+    self.proc.stdin.write("stop\n")
+    self.proc.stdin.flush()
+    self.info.update(self._read())
+    self.proc.wait()
 
 
 def main():
@@ -136,61 +219,75 @@ def main():
   p.add_argument("--width", type=float)
   p.add_argument("--repeats", type=lambda s: tuple(int(x) for x in s.split(",")), help="e.g. 1,1,1")
   p.add_argument("--batch", type=int)
-  p.add_argument("--steps", type=int, help="timed steps (after --warmup steps)")
+  p.add_argument("--steps", type=int, help="steps per timed round (after --warmup steps)")
   p.add_argument("--warmup", type=int)
-  p.add_argument("--rounds", type=int, help="timed rounds of --steps steps; the best is reported")
-  p.add_argument("--xla_flags", default=None,
-                 help=f"extra XLA_FLAGS for a second jax run (cpu mode default: {YNN_FLAGS})")
+  p.add_argument("--rounds", type=int, help="timed rounds per side, interleaved; medians reported")
+  p.add_argument("--threads", type=int, default=2, help="threads (CPUs) of each side; 0: all")
+  p.add_argument("--compare_flags", default=COMPARE_FLAGS,
+                 help="XLA_FLAGS of more jax sides, ';'-separated (cpu mode; '' for none)")
   p.add_argument("--dtype", choices=["float32", "bfloat16"])
   p.add_argument("--peak_flops", type=float, help="device peak FLOP/s for the MFU (gpu mode)")
   p.add_argument("--torch_channels_last", action="store_true", help="NHWC memory format in torch")
+  p.add_argument("--torch_passive", action="store_true",
+                 help="OMP_WAIT_POLICY=PASSIVE for torch (a shared, oversubscribed machine)")
+  p.add_argument("--profile", default="", help="jax side: write a jax.profiler trace here and "
+                 "print its per-op summary")
   p.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
   a = p.parse_args()
   for k, v in MODES[a.mode].items():
     if getattr(a, k) is None:
       setattr(a, k, v)
   if a.worker:
-    print(json.dumps((run_jax if a.worker == "jax" else run_torch)(a)))
+    (run_jax if a.worker == "jax" else run_torch)(a)
     return
   argv = [f"--mode={a.mode}", f"--input_size={a.input_size}", f"--width={a.width}",
           f"--repeats={','.join(map(str, a.repeats))}", f"--batch={a.batch}", f"--steps={a.steps}",
-          f"--warmup={a.warmup}", f"--rounds={a.rounds}", f"--dtype={a.dtype}"]
+          f"--warmup={a.warmup}", f"--dtype={a.dtype}", f"--threads={a.threads}"]
   argv += ["--torch_channels_last"] if a.torch_channels_last else []
+  argv += [f"--profile={a.profile}"] if a.profile else []
   print(f"config: mode={a.mode} input={a.input_size} width={a.width} repeats={a.repeats} "
-        f"batch={a.batch} dtype={a.dtype}; best of {a.rounds} rounds of {a.steps} steps "
-        f"(+{a.warmup} warm-up)", flush=True)
-  ours = _subprocess("jax", argv)
-  _print_jax("jax", ours)
+        f"batch={a.batch} dtype={a.dtype} threads={a.threads}; {a.rounds} interleaved rounds of "
+        f"{a.steps} steps per side (+{a.warmup} warm-up)", flush=True)
+  workers = [_Worker("jax", "jax", argv)]
+  if a.mode == "cpu":
+    for flags in filter(None, a.compare_flags.split(";")):
+      workers.append(_Worker("jax " + flags.replace("--xla_cpu_experimental_", ""), "jax", argv,
+                             flags))
+    workers.append(_Worker("torch" + " OMP_WAIT_POLICY=PASSIVE" * a.torch_passive, "torch", argv,
+                           omp_passive=a.torch_passive))
+  for r in range(a.rounds):
+    for w in (workers if r % 2 == 0 else workers[::-1]):
+      w.run()
+  for w in workers:
+    w.stop()
+  ours, theirs = workers[0], workers[-1]
+  for w in workers:
+    ips = sorted(a.batch * a.steps / s for s in w.seconds)
+    extra = (f"compile {w.info['compile_s']:.1f} s" if "compile_s" in w.info
+             else f"torch {w.info['version']}, {w.info['threads']} threads")
+    print(f"{w.name:30s} {statistics.median(ips):8.1f} images/s (min {ips[0]:.1f}, max "
+          f"{ips[-1]:.1f})  step {statistics.median(w.seconds) / a.steps * 1e3:7.1f} ms (CPU "
+          f"{statistics.median(w.cpu_seconds) / a.steps * 1e3:.0f} ms)  peak RSS "
+          f"{w.info['peak_rss_mb']:.0f} MB  params {w.info['params']:,}  {w.info['cpus']} CPUs, "
+          f"{extra}")
   if a.mode == "gpu":
+    step_s = statistics.median(ours.seconds) / a.steps
     peak = a.peak_flops or next((v for k, v in PEAK_BF16_FLOPS.items()
-                                 if ours["device"].startswith(k)), None)
-    achieved = ours["step_flops"] / ours["step_s"]
+                                 if ours.info["device"].startswith(k)), None)
+    achieved = ours.info["step_flops"] / step_s
     mfu = f"{achieved / peak:.1%} of {peak:.3g}" if peak else "unknown peak: pass --peak_flops"
-    print(f"step FLOPs {ours['step_flops']:.4g} (XLA cost_analysis), achieved "
-          f"{achieved / 1e12:.1f} TFLOP/s, MFU {mfu}; device peak memory "
-          f"{ours.get('device_peak_mb', float('nan')):.0f} MB")
+    print(f"{ours.info['device']}: step FLOPs {ours.info['step_flops']:.4g} (XLA cost_analysis), "
+          f"achieved {achieved / 1e12:.1f} TFLOP/s, MFU {mfu}; device peak memory "
+          f"{ours.info.get('device_peak_mb', float('nan')):.0f} MB")
     return
-  flags = YNN_FLAGS if a.xla_flags is None else a.xla_flags
-  tuned = _subprocess("jax", argv, flags) if flags else None
-  if tuned:
-    _print_jax("jax+flags", tuned)
-    print(f"  (jax+flags: XLA_FLAGS={flags})")
-  theirs = _subprocess("torch", argv)
-  print(f"torch:     {theirs['images_per_s']:8.2f} images/s  step {theirs['step_s'] * 1e3:7.1f} ms  "
-        f"peak RSS {theirs['peak_rss_mb']:.0f} MB  params {theirs['params']:,}  "
-        f"({theirs['threads']} threads{', channels_last' if a.torch_channels_last else ''})")
-  if ours["params"] != theirs["params"]:
-    raise AssertionError(f"parameter counts differ: jax {ours['params']} torch {theirs['params']}")
-  for name, result in (("jax", ours), ("jax+flags", tuned)):
-    if result:
-      print(f"ratio ours/torch images/s ({name}): "
-            f"{result['images_per_s'] / theirs['images_per_s']:.2f}x")
-
-
-def _print_jax(name, r):
-  print(f"{name + ':':10s} {r['images_per_s']:8.2f} images/s  step {r['step_s'] * 1e3:7.1f} ms  "
-        f"compile {r['compile_s']:.1f} s  peak RSS {r['peak_rss_mb']:.0f} MB  params "
-        f"{r['params']:,}  ({r['device']})", flush=True)
+  if any(w.info["params"] != theirs.info["params"] for w in workers):
+    raise AssertionError(f"parameter counts differ: {[w.info['params'] for w in workers]}")
+  for w in workers[:-1]:
+    ratios = sorted(t / o for o, t in zip(w.seconds, theirs.seconds))
+    print(f"ratio {w.name} / torch images/s: median {statistics.median(ratios):.2f}x over "
+          f"{len(ratios)} rounds (min {ratios[0]:.2f}x, max {ratios[-1]:.2f}x); CPU time per step "
+          f"torch / ours: "
+          f"{statistics.median(theirs.cpu_seconds) / statistics.median(w.cpu_seconds):.2f}x")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from flax import nnx
 BN_MOMENTUM = 0.9  # Flax/Keras use 0.99; 0.9 (PyTorch's 0.1) suits the short CPU trainings.
 BN_EPSILON = 1e-3  # As tf-slim / Keras inception_resnet_v2.
 MIN_INPUT_SIZE = 75  # 75 -> stem 7 -> Reduction-A 3 -> Reduction-B 1.
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# Compute dtypes. float64 (with jax_enable_x64) is the reference of the numerics test only.
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
 _CONV_INIT = nnx.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")  # He, for ReLU.
 
 
@@ -207,7 +208,8 @@ def block_c(c, ch, **kw):  # Fig. 19 (Inception-ResNet-v2 C).
 
 class InceptionResNet(nnx.Module):
   """The paper's CNN. Call: images [B, S, S, 3] float32 in [-1, 1] ->
-  {"logits": [B, num_classes] float32 (FC2), "features": [B, fc1_width] float32 (FC1 after ReLU)}."""
+  {"logits": [B, num_classes] float32 (FC2), "features": [B, fc1_width] float32 (FC1 after ReLU)};
+  float64 outputs for dtype="float64" (the numerics reference, with jax_enable_x64)."""
 
   def __init__(self, num_classes: int, *, input_size: int = 299, width: float = 1.0,
                repeats: Sequence[int] = (1, 1, 1), fc1_width: int = 1024, dropout: float = 0.2,
@@ -266,12 +268,13 @@ class InceptionResNet(nnx.Module):
     return out
 
   def __call__(self, images: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+    out_dtype = jnp.promote_types(self.dtype, jnp.float32)  # float32, or float64 for float64.
     x = self.feature_maps(images, train)["block_c"]
-    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)  # Global average pool.
+    x = jnp.mean(x.astype(out_dtype), axis=(1, 2)).astype(self.dtype)  # Global average pool.
     x = self.dropout(x, deterministic=not train)
     features = nnx.relu(self.fc1(x))
     logits = self.fc2(features)
-    return {"logits": logits.astype(jnp.float32), "features": features.astype(jnp.float32)}
+    return {"logits": logits.astype(out_dtype), "features": features.astype(out_dtype)}
 
 
 # Parameter init is one jitted program; without these options XLA CPU spends ~5x longer compiling it
