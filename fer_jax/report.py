@@ -75,7 +75,7 @@ def results_table(results: dict, paper) -> list:
                  f"{cell(v, 'sequence_accuracy_last')} | {cell(v, 'sequence_accuracy_majority')} | "
                  f"{_paper_cell(row, paper)} |")
   n = len(results["folds"])
-  lines += ["", f"Mean ± sample standard deviation (ddof = 1) over the {n} folds run" if n > 1 else
+  lines += ["", f"Mean ± sample standard deviation (ddof = 1) over the {n} folds run." if n > 1 else
             "One fold run: the mean of one value, no standard deviation.",
             "Sequence accuracy, last frame: the label predicted for a sequence's last frame (CK+'s apex) "
             "against its true label; majority: the most frequent non-neutral label predicted in the "
