@@ -249,14 +249,58 @@ def _synthetic_set_fits_the_protocol(c):
     _fail("data.synthetic.max_length", s.max_length, f">= data.synthetic.min_length ({s.min_length})")
   p = c.protocol
   if c.data.name == "synthetic_expressions" and p.kind == "subject_independent":
-    try:  # The same splitter experiment.load_data will call, on the subjects the set will have.
-      splits.subject_independent_folds(list(range(s.num_subjects)), num_folds=p.num_folds,
-                                       val_fraction=p.val_fraction, test_fraction=p.test_fraction,
-                                       seed=c.seed)
+    subjects = [f"S{i}" for i in range(s.num_subjects)]  # The set is known before it is drawn.
+    try:  # The same splitter experiment.load_data will call.
+      folds = splits.subject_independent_folds(subjects, num_folds=p.num_folds,
+                                               val_fraction=p.val_fraction,
+                                               test_fraction=p.test_fraction, seed=c.seed)
     except ValueError as e:
       _fail("data.synthetic.num_subjects", s.num_subjects,
             "enough subjects for the protocol's folds (raise it, or lower protocol.num_folds, "
             "val_fraction or test_fraction)", str(e))
+    _check_folds(c, subjects, folds)
+
+
+def _check_folds(c, subjects, folds):
+  """The folds to run exist, and each fold's training subjects suffice for the CRF stage's splits."""
+  subjects = list(subjects)
+  wanted = range(len(folds)) if c.protocol.folds is None else c.protocol.folds
+  for k in wanted:
+    if not 0 <= k < len(folds):
+      _fail("protocol.folds", tuple(c.protocol.folds), f"None (all) or fold numbers 0..{len(folds) - 1}",
+            f"the protocol gave {len(folds)} fold(s)")
+    train_subjects = [subjects[i] for i in folds[k].train]
+    n = len(set(train_subjects))
+    # Inner CV (experiment.crf_variants fits sigma^2 both ways) and cross-fitting split the fold's
+    # training subjects as below; failing here saves training the fold's CNN first.
+    inner = [("crf.inner_cv_folds", c.crf.inner_cv_folds, 0.0)]
+    if c.crf.train_features == "cross_fit" or c.crf.compare_variants:
+      inner.append(("crf.cross_fit_folds", c.crf.cross_fit_folds, c.protocol.val_fraction))
+    for field, num_folds, val_fraction in inner:
+      try:
+        splits.subject_independent_folds(train_subjects, num_folds=num_folds,
+                                         val_fraction=val_fraction, test_fraction=None)
+      except ValueError as e:
+        _fail(field, num_folds, f"a split of fold {k}'s {n} training subjects (lower it, or "
+              "give the fold more training subjects)", str(e))
+
+
+def validate_folds(config, subjects, folds) -> None:
+  """Checks what depends on the loaded data, before any training: the folds named in protocol.folds
+  exist, and every fold's training subjects can be split for inner CV and cross-fitting.
+
+  Args:
+    config: the experiment ConfigDict (already through `validate`).
+    subjects: one subject id per sequence.
+    folds: the protocol's folds (indices into `subjects`).
+
+  Raises:
+    errors.ConfigError: naming the field, its value and the fix.
+  """
+  try:
+    _check_folds(config, subjects, folds)
+  except _Problem as e:
+    raise errors.ConfigError(str(e)) from None
 
 
 @combination

@@ -4,9 +4,11 @@ import os
 import subprocess
 import sys
 import time
+import types
 
 from absl import flags
 import ml_collections
+import numpy as np
 from ml_collections import config_flags
 import pytest
 
@@ -178,6 +180,9 @@ def test_ranges_and_choices(path, bad, good):
      "config.data.synthetic.num_subjects=10: 10 subjects are too few for 11-fold"),
     ({"data.synthetic.min_length": 12}, "config.data.synthetic.max_length=10; allowed: >= "
                                         "data.synthetic.min_length (12)"),
+    ({"crf.inner_cv_folds": 8}, "config.crf.inner_cv_folds=8: 7 subjects are too few for 8-fold"),
+    ({"crf.compare_variants": True, "crf.cross_fit_folds": 8},
+     "config.crf.cross_fit_folds=8: 7 subjects are too few for 8-fold"),
     ({"data.image_size": 16, "data.augment.crop_fraction": 0.01},
      "config.data.augment.crop_fraction=0.01; allowed: >= 0.03125"),
 ])
@@ -277,3 +282,25 @@ def test_cli_batch_must_split_over_the_devices(tmp_path):
   stderr, _ = _main(tmp_path, "--config.train.batch_size=12", devices=8)
   assert "config.train.batch_size=12" in stderr and "multiple of the device count (8)" in stderr
   assert "JAX process 0/1" in stderr  # Checked once JAX knows the devices, before any data.
+
+
+def test_folds_checked_after_loading_before_training(tmp_path, monkeypatch):
+  from fer_jax import experiment  # pylint: disable=g-import-not-at-top  (TF, JAX: heavy)
+  from fer_jax import train  # pylint: disable=g-import-not-at-top
+  from fer_jax.data import splits  # pylint: disable=g-import-not-at-top
+  subjects = np.array(["a", "a", "b", "c", "d", "e"])  # 5 subjects; fold 0 trains on b, c.
+  folds = [splits.Fold(train=np.array([2, 3]), val=np.array([4]), test=np.array([0, 1, 5]))]
+  config = _config(**{"crf.inner_cv_folds": 2})
+  config_validation.validate_folds(config, subjects, folds)  # 2 training subjects, 2 groups: fine.
+  config = _config(**{"crf.inner_cv_folds": 3})
+  with pytest.raises(errors.ConfigError, match="crf.inner_cv_folds=3: 2 subjects are too few"):
+    config_validation.validate_folds(config, subjects, folds)
+  config = _config(**{"protocol.folds": (1,)})
+  with pytest.raises(errors.ConfigError, match=r"protocol.folds=\(1,\): the protocol gave 1 fold"):
+    config_validation.validate_folds(config, subjects, folds)
+  # experiment.run checks them right after loading the data: no CNN is trained first.
+  monkeypatch.setattr(experiment, "load_data", lambda c: (types.SimpleNamespace(
+      subjects=subjects), folds, "x", "y"))
+  monkeypatch.setattr(train, "train_and_evaluate", lambda *a, **k: pytest.fail("trained"))
+  with pytest.raises(errors.ConfigError, match="protocol.folds"):
+    experiment.run(config, str(tmp_path))
