@@ -3,7 +3,8 @@
 `validate(config)` runs first thing in fer_jax.main (before TensorFlow, JAX or any data), so a typo such
 as `--config.crf.train_features=crossfit` stops the run at once instead of after a fold of training.
 Every problem found is reported in one errors.ConfigError naming the field, the value and the allowed
-values; main prints it and exits with status 2.
+values; main prints it and exits with status 2. main checks the device split once JAX is up, and
+experiment.run calls `validate_folds` right after loading the data, before any training.
 
 Extending it:
 - A new config field needs one line in RULES: its dotted path and a rule built from the helpers below
