@@ -129,6 +129,18 @@ def get_base_config():
   # report all four (training features x sigma^2 selection) side by side.
   c.crf.compare_variants = True
 
+  # --- Stage 3: joint CNN + CRF fine-tuning on windows of frames (fer_jax/joint.py); 0 steps: off.
+  c.joint = ml_collections.ConfigDict()
+  c.joint.steps = 0  # Training steps (>= 0); 0 skips stage 3 and its "joint" row.
+  c.joint.window = 8  # W: consecutive frames per window (>= 1; shorter sequences are padded).
+  c.joint.batch_size = 8  # Windows per global batch (a multiple of the device count).
+  c.joint.learning_rate = 0.001  # Constant SGD rate (> 0), stage 1's momentum and weight decay.
+  c.joint.ce_weight = 0.0  # Weight (>= 0) of the per-frame cross-entropy added to the window NLL.
+  c.joint.augment = False  # Windows get data.augment (one draw per window); False: frames as stage 2.
+  c.joint.log_every = 50
+  c.joint.eval_every = 200  # Validation: Viterbi frame accuracy on whole sequences; best step kept.
+  c.joint.checkpoint_every = 200
+
   # --- Outputs.
   c.report = ml_collections.ConfigDict()
   c.report.table = "I"  # The paper's table to print beside ours: I (subject-independent) or II (cross-db).

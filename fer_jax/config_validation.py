@@ -169,6 +169,16 @@ RULES: dict[str, Rule] = {
     "crf.sigma2_selection": one_of("validation", "inner_cv"),
     "crf.inner_cv_folds": integer(2),
     "crf.compare_variants": boolean(),
+    # joint (stage 3, fer_jax/joint.py)
+    "joint.steps": integer(0),
+    "joint.window": integer(1),
+    "joint.batch_size": integer(1),
+    "joint.learning_rate": number(0.0, lo_open=True),
+    "joint.ce_weight": number(0.0),
+    "joint.augment": boolean(),
+    "joint.log_every": integer(1),
+    "joint.eval_every": integer(1),
+    "joint.checkpoint_every": integer(1),
     # report
     "report.table": one_of("I", "II"),
 }
@@ -316,6 +326,9 @@ def _devices(c, num_devices: int, num_processes: int):
   if t.batch_size % num_devices:
     _fail("train.batch_size", t.batch_size, f"a multiple of the device count ({num_devices})",
           "the global batch is split evenly over all devices")
+  if c.joint.steps and c.joint.batch_size % num_devices:
+    _fail("joint.batch_size", c.joint.batch_size, f"a multiple of the device count ({num_devices})",
+          "stage 3's global batch of windows is split evenly over all devices")
   if t.eval_batch_size % num_processes:
     _fail("train.eval_batch_size", t.eval_batch_size,
           f"a multiple of the process count ({num_processes})")

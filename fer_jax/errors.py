@@ -35,6 +35,10 @@ class UnreadableVideoError(FerError, ValueError):
   """A video file or stream cannot be opened or decoded."""
 
 
+class MissingInputError(FerError, FileNotFoundError):
+  """An input the user named (a video, frame folder or image) does not exist."""
+
+
 class NonFiniteLossError(FerError, FloatingPointError):
   """The training loss became NaN or infinite."""
 

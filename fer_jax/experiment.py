@@ -19,6 +19,7 @@ import numpy as np
 from fer_jax import config_validation
 from fer_jax import crf
 from fer_jax import evaluate
+from fer_jax import joint
 from fer_jax import metrics_writer
 from fer_jax import report
 from fer_jax import train
@@ -280,6 +281,14 @@ def run_fold(config, fold_dir: str, seqs, fold, k: int) -> dict:
                 "val_frames": val_seqs.num_frames, "test_frames": test_seqs.num_frames},
       "test_subjects": sorted(set(str(s) for s in test_seqs.subjects)),
   }
+  if config.joint.steps > 0:  # Stage 3 from this CNN and the configured CRF variant.
+    joint_tags, result["joint"] = joint.run_stage(
+        config, os.path.join(fold_dir, "joint"), model=model, crf_params=variants[primary]["params"],
+        sigma2=variants[primary]["sigma2"], num_classes=num_classes, seed=seed,
+        crf_input=joint.CRFInput(keys=(key,)),
+        seqs={"train": train_seqs, "val": val_seqs, "test": test_seqs})
+    result["accuracy_joint"] = evaluate.frame_metrics(
+        evaluate.masked_frames(joint_tags, te_mask), true, num_classes)["accuracy"]
   if jax.process_index() == 0:
     save_crf(os.path.join(fold_dir, "crf.npz"), variants[primary]["params"], variants[primary]["sigma2"])
     _write_json(os.path.join(fold_dir, "result.json"), result)
@@ -311,7 +320,8 @@ def _write_json(path: str, obj):
 
 def summarize(results: list, config, database: str, protocol: str, class_names) -> dict:
   summary = {m: evaluate.summarize([r[m] for r in results])
-             for m in ("accuracy_softmax", "accuracy_crf")}
+             for m in ("accuracy_softmax", "accuracy_crf", "accuracy_joint")
+             if all(m in r for r in results)}
   primary = results[0]["crf_variant"]
   names = [primary] + sorted(n for n in results[0]["variants"] if n != primary)
   summary["variants"] = {n: evaluate.summarize([r["variants"][n]["accuracy_crf"] for r in results])

@@ -41,8 +41,8 @@ def main(argv):
     config_validation.validate(FLAGS.config)
   except errors.FerError as e:
     _exit_with(e)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")  # JAX owns the accelerators.
+  from fer_jax import tf_devices  # pylint: disable=g-import-not-at-top
+  tf_devices.hide_gpus_from_tensorflow()  # JAX owns the accelerators.
   logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # pylint: disable=g-import-not-at-top
   if FLAGS.jax_cache:

@@ -14,7 +14,8 @@ import jax
 
 def _import_tf():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")  # JAX owns the accelerator.
+  from fer_jax import tf_devices  # pylint: disable=g-import-not-at-top
+  tf_devices.hide_gpus_from_tensorflow()
   return tf
 
 

@@ -1,7 +1,7 @@
 """Per-frame expressions for a user's video: `python -m fer_jax.predict --workdir=DIR --video=PATH`.
 
-A video file (imageio, ffmpeg plugin) or a folder of frame images (natural sort: frame_2 before
-frame_10) -> dlib face registration (data/registration.py) -> the fold's trained CNN
+A video file or a folder of frame images (natural sort: frame_2 before frame_10), read by
+fer_jax.data.media, -> dlib face registration (data/registration.py) -> the fold's trained CNN
 (train.load_model on <workdir>/fold_<k>/cnn) -> the fold's CRF (<workdir>/fold_<k>/crf.npz) over the
 model output named by config.crf.features -> per-frame label, CRF marginals, CNN softmax.
 
@@ -23,7 +23,7 @@ import math
 import os
 import sys
 import time
-from typing import Iterator, Optional
+from typing import Optional
 
 from absl import app
 from absl import flags
@@ -34,7 +34,9 @@ import numpy as np
 from fer_jax import crf
 from fer_jax import errors
 from fer_jax import experiment
+from fer_jax import tf_devices
 from fer_jax import train
+from fer_jax.data import media
 from fer_jax.data import registration
 
 FOLDER_FPS = 30.0  # Frame rate assumed for a folder of frames unless `fps` is given.
@@ -81,74 +83,6 @@ class PredictionResult:
 
 
 # ----------------------------------------------------------------------------- frames
-
-
-def list_frames(folder: str) -> list[str]:
-  """Image files of `folder` in natural order (registration.frame_files); error when there are none."""
-  paths = registration.frame_files(folder)
-  if not paths:
-    raise FileNotFoundError(f"Frame folder {folder} has no image files "
-                            f"({', '.join(registration.IMAGE_EXTENSIONS)}); pass a video file or a "
-                            "folder of frame images.")
-  return paths
-
-
-def video_fps(video: str, fps: Optional[float] = None) -> float:
-  """The frame rate: `fps` if given, FOLDER_FPS for a folder, else the video's own."""
-  if not os.path.exists(video):
-    raise FileNotFoundError(f"--video {video} does not exist; pass a video file or a folder of "
-                            "frame images.")
-  if fps is not None:
-    if not fps > 0:
-      raise ValueError(f"fps={fps} must be > 0.")
-    return float(fps)
-  if os.path.isdir(video):
-    return FOLDER_FPS
-  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
-  try:
-    meta = iio.immeta(video, plugin="FFMPEG")
-  except Exception as e:  # pylint: disable=broad-except
-    raise UnreadableVideoError(_unreadable(video, e)) from e
-  rate = meta.get("fps")
-  return float(rate) if rate and math.isfinite(rate) and rate > 0 else FOLDER_FPS
-
-
-def _unreadable(video: str, error: Exception) -> str:
-  first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-  return (f"Cannot read video {video}: {first}. Check the file plays (ffmpeg -i {video}); "
-          "re-encode it (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4) or pass a folder of frame images.")
-
-
-def iter_frames(video: str) -> Iterator[np.ndarray]:
-  """Yields the frames of a video file or frame folder as uint8 [H, W, 3], in order.
-
-  Raises:
-    FileNotFoundError when `video` does not exist; UnreadableVideoError naming a corrupt video;
-    registration.UnreadableImageError naming a bad frame image.
-  """
-  video = os.fspath(video)
-  if not os.path.exists(video):
-    raise FileNotFoundError(f"--video {video} does not exist; pass a video file or a folder of "
-                            "frame images.")
-  if os.path.isdir(video):
-    for path in list_frames(video):
-      yield registration.read_image(path)
-    return
-  import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
-  try:
-    frames = iter(iio.imiter(video, plugin="FFMPEG"))
-  except Exception as e:  # pylint: disable=broad-except
-    raise UnreadableVideoError(_unreadable(video, e)) from e
-  t = 0
-  while True:
-    try:
-      frame = next(frames)
-    except StopIteration:
-      break
-    except Exception as e:  # pylint: disable=broad-except
-      raise UnreadableVideoError(_unreadable(video, e) + f" (failed after frame {t})") from e
-    yield registration.as_rgb(frame, f"{video} frame {t}")
-    t += 1
 
 
 class _Timed:
@@ -259,16 +193,19 @@ def predict_video(workdir: str, video: str, fold: int = 0, *, redetect_every: in
     registration.NoFaceError naming the video when no frame has a face.
   """
   video = os.fspath(video)
+  if fps is not None and not fps > 0:
+    raise ValueError(f"fps={fps} must be > 0.")
   timings = {}
   start = time.perf_counter()
-  rate = video_fps(video, fps)
-  config, model, params, names = load_fold(workdir, fold)
-  timings["load"] = time.perf_counter() - start
+  with media.open_source(video) as source:
+    rate = float(fps or source.fps or FOLDER_FPS)
+    config, model, params, names = load_fold(workdir, fold)
+    timings["load"] = time.perf_counter() - start
 
-  start = time.perf_counter()
-  frames = _Timed(iter_frames(video))
-  registrar = registration.Registrar(config.data.image_size, redetect_every=redetect_every)
-  faces, info = registrar.register_sequence(frames, source=video)
+    start = time.perf_counter()
+    frames = _Timed(source)
+    registrar = registration.Registrar(config.data.image_size, redetect_every=redetect_every)
+    faces, info = registrar.register_sequence(frames, source=video)
   timings["decode"] = frames.seconds
   timings["registration"] = time.perf_counter() - start - frames.seconds
   status = face_status(info["status"])
@@ -384,16 +321,17 @@ def render_video(result: PredictionResult, path: str):
   import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
   writer = None
   try:
-    for t, frame in enumerate(iter_frames(result.source)):
-      if t >= result.num_frames:
-        break
-      h, w = frame.shape[:2]
-      frame = np.pad(annotate(frame, result, t), ((0, h % 2), (0, w % 2), (0, 0)))  # yuv420p: even.
-      if writer is None:
-        writer = imageio_ffmpeg.write_frames(path, (frame.shape[1], frame.shape[0]), fps=result.fps,
-                                             macro_block_size=1, ffmpeg_log_level="error")
-        writer.send(None)
-      writer.send(np.ascontiguousarray(frame))
+    with media.open_source(result.source) as frames:
+      for t, frame in enumerate(frames):
+        if t >= result.num_frames:
+          break
+        h, w = frame.shape[:2]
+        frame = np.pad(annotate(frame, result, t), ((0, h % 2), (0, w % 2), (0, 0)))  # yuv420p: even.
+        if writer is None:
+          writer = imageio_ffmpeg.write_frames(path, (frame.shape[1], frame.shape[0]), fps=result.fps,
+                                               macro_block_size=1, ffmpeg_log_level="error")
+          writer.send(None)
+        writer.send(np.ascontiguousarray(frame))
   finally:
     if writer is not None:
       writer.close()
@@ -496,11 +434,7 @@ def main(argv, flag_values=FLAGS):
   f = flag_values
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  try:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    tf.config.set_visible_devices([], "GPU")  # JAX owns the accelerator.
-  except ImportError:
-    pass
+  tf_devices.hide_gpus_from_tensorflow()
   try:
     result = run(f.workdir, f.video, f.fold, f.output, f.json, f.render, f.plot, f.overwrite,
                  f.redetect_every, f.fps)

@@ -1,4 +1,9 @@
-"""Stage 1: trains the CNN on single frames (jax.jit data parallel over a Mesh; no pmap).
+"""The training loop of stage 1 (CNN on single frames) and stage 3 (joint CNN + CRF on windows).
+
+One loop (train_and_evaluate) for both; an Objective gives what differs: the loss, the kind of
+batch it reads, the validation metric and which part of the trainable tree is the CNN. FRAMES
+(this module) is stage 1's per-frame cross-entropy; fer_jax/joint.py builds stage 3's CRF
+likelihood of windows. jax.jit data parallel over a Mesh; no pmap.
 
 - Data parallel: a Mesh over all devices with the axis "data"; batches are NamedSharding'd on
   their first axis, the train state is replicated. BatchNorm statistics are over the GLOBAL batch
@@ -43,6 +48,38 @@ KEEP_CHECKPOINTS = 3
 
 NonFiniteLossError = errors.NonFiniteLossError
 
+# apply(cnn_params, batch_stats, images uint8 [B, S, S, 3], train: bool, key=None)
+#   -> ({"logits": [B, C], "features": [B, F]}, new batch_stats); built by Steps for one model.
+Apply = Callable[..., tuple[dict, dict]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """What the shared loop optimises and how it validates (the loss and the batch kind).
+
+  Attributes:
+    name: for logs ("frames", "windows").
+    train_keys: keys of a host-local train batch; each is sharded on its first axis.
+    loss: loss(apply, params, batch_stats, batch, key) -> (scalar loss, {name: scalar} metrics with
+      at least "accuracy", new batch_stats); traced inside the jitted train step. `params` is the
+      whole trainable tree of the train state, `key` the step's dropout key.
+    evaluate: evaluate(steps, params, batch_stats, eval_batches) -> {"accuracy", "loss", "count"}
+      (host floats); the best checkpoint is the highest "accuracy".
+    check_batch: check_batch(batch, local_batch, step) raises ValueError for a malformed batch.
+    cnn_params: the CNN's nnx Param pure dict inside the trainable tree.
+    images_per_example: frames per batch row (1 for frames, W for windows), for img/s.
+    eval_at_start: also validate the step-0 state (a candidate for the best step: stage 3 starts
+      from trained models and keeps them if fine-tuning does not help on validation).
+  """
+  name: str
+  train_keys: tuple[str, ...]
+  loss: Callable
+  evaluate: Callable
+  check_batch: Callable
+  cnn_params: Callable[[Any], dict] = lambda params: params
+  images_per_example: int = 1
+  eval_at_start: bool = False
+
 
 @dataclasses.dataclass
 class TrainResult:
@@ -53,6 +90,7 @@ class TrainResult:
   final_step: int
   history: list[dict]  # metrics.jsonl records: {"step", "kind": "train" | "eval", ...}.
   train_step_traces: int = 0  # Times the train step was traced in this call (1 when it trained).
+  params: Any = None  # The best step's whole trainable tree (host arrays); stage 1: the CNN's.
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -82,29 +120,38 @@ def make_optimizer(train_config) -> optax.GradientTransformation:
       optax.sgd(learning_rate_schedule(train_config), momentum=train_config.momentum))
 
 
-def _check_config(config):
-  t = config.train
+def _section(t) -> str:
+  """The config section a loop config comes from, for error messages."""
+  return t.get("section", "config.train") if hasattr(t, "get") else "config.train"
+
+
+def _check_config(t):
+  """Checks the loop's section (config.train or the one stage 3 builds from config.joint)."""
   for name in ("batch_size", "log_every", "eval_every", "checkpoint_every", "eval_batch_size",
                "lr_decay_every"):
     if int(t[name]) < 1:
-      raise ValueError(f"config.train.{name}={t[name]} must be >= 1.")
+      raise ValueError(f"{_section(t)}.{name}={t[name]} must be >= 1.")
   if int(t.num_steps) < 0:
-    raise ValueError(f"config.train.num_steps={t.num_steps} must be >= 0.")
+    raise ValueError(f"{_section(t)}.num_steps={t.num_steps} must be >= 0.")
   if t.batch_size % jax.process_count():
-    raise ValueError(f"config.train.batch_size={t.batch_size} must divide by the number of "
+    raise ValueError(f"{_section(t)}.batch_size={t.batch_size} must divide by the number of "
                      f"processes ({jax.process_count()}).")
 
 
 class Steps:
   """The jitted train / eval / predict functions of one model on one mesh.
 
-  `model` gives the structure (its weights are not used). Train state: {"params",
-  "batch_stats": nnx pure dicts, "opt_state", "step": int32, "rng": uint32 key data}, replicated.
-  `train(state, batch) -> (state, {"loss", "accuracy", "learning_rate"})` donates the state.
-  `traces` counts how often the train step was traced.
+  `model` gives the structure (its weights are not used). Train state: {"params" (the objective's
+  trainable tree; stage 1: the CNN's nnx Param pure dict), "batch_stats": nnx pure dict,
+  "opt_state", "step": int32, "rng": uint32 key data}, replicated.
+  `train(state, batch) -> (state, {"loss", "accuracy", ..., "learning_rate"})` donates the state;
+  its loss is `objective.loss` (default FRAMES). `traces` counts how often it was traced.
+  `apply` is the model as a function of its weights (see Apply).
   """
 
-  def __init__(self, model: nnx.Module, tx, mesh: Mesh, input_size: int, schedule=None):
+  def __init__(self, model: nnx.Module, tx, mesh: Mesh, input_size: int, schedule=None,
+               objective: Objective | None = None):
+    objective = objective or FRAMES
     self.mesh = mesh
     self.replicated = NamedSharding(mesh, P())
     self.batch_sharding = NamedSharding(mesh, P("data"))
@@ -126,25 +173,24 @@ class Steps:
       out = model(models.preprocess(images, input_size), train=train)
       return out, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
 
+    self.apply = apply
+
     def train_step(state, batch):
       self.traces += 1
       key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
-      labels = batch["label"]
 
       def loss_fn(params):
-        out, batch_stats = apply(params, state["batch_stats"], batch["image"], True, key)
-        loss = optax.softmax_cross_entropy_with_integer_labels(out["logits"], labels).mean()
-        return loss, (out["logits"], batch_stats)
+        loss, metrics, batch_stats = objective.loss(apply, params, state["batch_stats"], batch, key)
+        return loss, (metrics, batch_stats)
 
-      (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      (loss, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
           state["params"])
       updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
       new_state = dict(state, params=optax.apply_updates(state["params"], updates),
                        batch_stats=batch_stats, opt_state=opt_state, step=state["step"] + 1)
       finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(new_state)
                                   if jnp.issubdtype(x.dtype, jnp.floating)]))
-      metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
-                 "state_finite": finite}
+      metrics = dict(metrics, loss=loss, state_finite=finite)
       if schedule is not None:
         metrics["learning_rate"] = schedule(state["step"])
       return new_state, metrics
@@ -236,6 +282,19 @@ def evaluate(steps: Steps, params, batch_stats, eval_batches: EvalBatches) -> di
           "loss": float(totals["loss_sum"]) / count, "count": count}
 
 
+def _frame_loss(apply: Apply, params, batch_stats, batch, key):
+  """Stage 1: mean softmax cross-entropy of frames (train mode: BN batch statistics, dropout)."""
+  out, batch_stats = apply(params, batch_stats, batch["image"], True, key)
+  labels = batch["label"]
+  loss = optax.softmax_cross_entropy_with_integer_labels(out["logits"], labels).mean()
+  return loss, {"accuracy": jnp.mean(jnp.argmax(out["logits"], -1) == labels)}, batch_stats
+
+
+# Stage 1: batches {"image": uint8 [b, S, S, 3], "label": int32 [b]}, cross-entropy, frame accuracy.
+FRAMES = Objective(name="frames", train_keys=("image", "label"), loss=_frame_loss,
+                   evaluate=evaluate, check_batch=_check_train_batch)
+
+
 def _weights(model: nnx.Module) -> tuple[dict, dict]:
   """(params, batch_stats) of an nnx model as pure dicts of arrays."""
   return (nnx.to_pure_dict(nnx.state(model, nnx.Param)),
@@ -264,13 +323,20 @@ def _fmt_time(seconds: float) -> str:
   return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
 
 
-def init_state(config, num_classes: int, mesh: Mesh | None = None):
-  """A fresh model, its jitted Steps on `mesh` (default: all devices) and the step-0 train state."""
+def init_state(config, num_classes: int, mesh: Mesh | None = None, *, train_config=None,
+               objective: Objective | None = None, initial: Callable | None = None):
+  """A model, its jitted Steps on `mesh` (default: all devices) and the step-0 train state.
+
+  train_config: the loop's section (default config.train: optimizer fields). objective: default
+  FRAMES. initial: initial(model) -> (params, batch_stats) of step 0 (default: the fresh model's
+  weights; stage 3 starts from stage 1 and 2).
+  """
+  train_config = config.train if train_config is None else train_config
   model = _create_model(config, num_classes)
-  params, batch_stats = _weights(model)
-  tx = make_optimizer(config.train)
+  params, batch_stats = _weights(model) if initial is None else initial(model)
+  tx = make_optimizer(train_config)
   steps = Steps(model, tx, mesh or make_mesh(), config.model.input_size,
-                learning_rate_schedule(config.train))
+                learning_rate_schedule(train_config), objective)
   init_params = steps.replicate(params)
   state = {"params": init_params, "batch_stats": steps.replicate(batch_stats),
            "opt_state": jax.jit(tx.init, out_shardings=steps.replicated)(init_params),
@@ -280,28 +346,39 @@ def init_state(config, num_classes: int, mesh: Mesh | None = None):
 
 
 def train_and_evaluate(config, workdir: str, *, num_classes: int, train_batches: TrainBatches,
-                       eval_batches: EvalBatches | None = None,
-                       mesh: Mesh | None = None) -> TrainResult:
-  """Trains (or resumes) stage 1 in `workdir`; see the module docstring.
+                       eval_batches: EvalBatches | None = None, mesh: Mesh | None = None,
+                       objective: Objective | None = None, train_config=None,
+                       initial: Callable | None = None) -> TrainResult:
+  """Trains (or resumes) in `workdir` with `objective`'s loss; see the module docstring.
 
   Args:
-    config: the experiment config (uses seed, model, train).
+    config: the experiment config (uses seed, model, and train unless train_config is given).
     workdir: checkpoints/, best/, metrics.jsonl, tensorboard/ go here.
     num_classes: C, the number of expression classes.
-    train_batches: train_batches(start_step) yields host-local {"image": uint8 [b, S, S, 3],
-      "label": int32 [b]} for steps start_step, start_step + 1, ...; b = batch_size // processes.
-    eval_batches: None, or eval_batches() gives one pass over the validation frames,
-      {"image", "label", "mask": bool [b]} (padded rows masked out).
+    train_batches: train_batches(start_step) yields host-local batches of the objective's kind for
+      steps start_step, start_step + 1, ...; b = batch_size // processes rows. Stage 1 (FRAMES):
+      {"image": uint8 [b, S, S, 3], "label": int32 [b]}.
+    eval_batches: None, or eval_batches() gives one pass over the validation set for
+      objective.evaluate; FRAMES: {"image", "label", "mask": bool [b]} (padded rows masked out).
     mesh: a Mesh with the axis "data" (default: all devices).
+    objective: the loss and batch kind (default FRAMES, stage 1).
+    train_config: the loop's section: batch_size, num_steps, learning_rate, lr_decay_every,
+      lr_decay_factor, momentum, weight_decay, log_every, eval_every, checkpoint_every,
+      eval_batch_size (default config.train).
+    initial: initial(model) -> (params, batch_stats) at step 0 (default: a fresh model). Not used
+      when resuming from workdir/checkpoints.
 
   Returns:
-    TrainResult; the model holds the weights of the best validation accuracy.
+    TrainResult; the model holds the CNN weights of the best validation accuracy, `params` the
+    best step's whole trainable tree.
   """
-  _check_config(config)
-  t = config.train
+  objective = objective or FRAMES
+  t = config.train if train_config is None else train_config
+  _check_config(t)
   num_steps = int(t.num_steps)
   local_batch = t.batch_size // jax.process_count()
-  model, steps, state = init_state(config, num_classes, mesh)
+  model, steps, state = init_state(config, num_classes, mesh, train_config=t, objective=objective,
+                                   initial=initial)
   ckpt = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=KEEP_CHECKPOINTS)
   best = checkpoint_lib.Checkpointer(os.path.join(workdir, "best"), keep=1,
                                      best_metric="val_accuracy")
@@ -316,15 +393,15 @@ def train_and_evaluate(config, workdir: str, *, num_classes: int, train_batches:
     best_acc = None
     if best_step is not None and (m := best.metrics(best_step)) is not None:
       best_acc = float(m["val_accuracy"])
-    logging.info("Training %d -> %d steps on %d devices, global batch %d.", step, num_steps,
-                 steps.mesh.size, t.batch_size)
+    logging.info("Training (%s) %d -> %d steps on %d devices, global batch %d.", objective.name,
+                 step, num_steps, steps.mesh.size, t.batch_size)
 
     def model_state(s):
       return {"params": s["params"], "batch_stats": s["batch_stats"]}
 
     def run_eval(s, at):
       nonlocal best_step, best_acc
-      res = evaluate(steps, s["params"], s["batch_stats"], eval_batches)
+      res = objective.evaluate(steps, s["params"], s["batch_stats"], eval_batches)
       history.append(writer.write(at, "eval", {"accuracy": res["accuracy"], "loss": res["loss"]}))
       logging.info("step %d: val accuracy %.4f, loss %.4f over %d frames.", at, res["accuracy"],
                    res["loss"], res["count"])
@@ -332,6 +409,9 @@ def train_and_evaluate(config, workdir: str, *, num_classes: int, train_batches:
         best_step, best_acc = at, res["accuracy"]
         best.save(at, model_state(s), metrics={"val_accuracy": res["accuracy"]})
 
+    if objective.eval_at_start and eval_batches is not None and step == 0 and best_step is None:
+      run_eval(state, 0)
+      writer.flush()
     pending, window = [], []  # Device metrics not yet checked; host metrics since the last log.
     clock_t, clock_step, timed_steps, timed_seconds = None, step, 0, 0.0
     batches = iter(train_batches(step)) if step < num_steps else iter(())
@@ -341,8 +421,8 @@ def train_and_evaluate(config, workdir: str, *, num_classes: int, train_batches:
       except StopIteration:
         raise ValueError(f"train_batches ran out at step {step} of {num_steps}; it must yield a "
                          "batch for every step.") from None
-      _check_train_batch(local, local_batch, step)
-      state, metrics = steps.train(state, steps.global_batch(local, ("image", "label"),
+      objective.check_batch(local, local_batch, step)
+      state, metrics = steps.train(state, steps.global_batch(local, objective.train_keys,
                                                              "train_batches"))
       pending.append((step, metrics))
       step += 1
@@ -361,7 +441,7 @@ def train_and_evaluate(config, workdir: str, *, num_classes: int, train_batches:
           raise NonFiniteLossError(
               f"Training {what} at step {s} (the first bad one of steps {pending[0][0]}.."
               f"{pending[-1][0]}); nothing after step {s} was saved. Lower "
-              "config.train.learning_rate or check the data.")
+              f"{_section(t)}.learning_rate or check the data.")
         window.append(m)
       pending = []
       timed_steps += step - clock_step
@@ -369,7 +449,7 @@ def train_and_evaluate(config, workdir: str, *, num_classes: int, train_batches:
       if is_log or is_last:
         mean = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
         per_step = timed_seconds / timed_steps if timed_steps else math.nan
-        mean["images_per_sec"] = t.batch_size / per_step
+        mean["images_per_sec"] = t.batch_size * objective.images_per_example / per_step
         history.append(writer.write(step, "train", mean))
         logging.info("step %d/%d: loss %.4f, accuracy %.3f, lr %.3g | %.1f img/s, ETA %s", step,
                      num_steps, mean["loss"], mean["accuracy"], mean["learning_rate"],
@@ -392,9 +472,9 @@ def train_and_evaluate(config, workdir: str, *, num_classes: int, train_batches:
     best_step = best.best_step()
     weights = best.restore(best_step, checkpoint_lib.abstract_like(model_state(state)))
     return TrainResult(
-        model=_with_weights(model, weights["params"], weights["batch_stats"]),
+        model=_with_weights(model, objective.cnn_params(weights["params"]), weights["batch_stats"]),
         best_step=int(best_step), best_val_accuracy=best_acc, final_step=final_step,
-        history=history, train_step_traces=steps.traces)
+        history=history, train_step_traces=steps.traces, params=jax.device_get(weights["params"]))
   finally:
     ckpt.close()
     best.close()
@@ -449,6 +529,12 @@ def predict_batches(model: nnx.Module, config, batches: Iterable[dict],
   """
   steps = _inference_steps(model, mesh or make_mesh(), config.model.input_size)
   params, batch_stats = steps.replicate(_weights(model))
+  return predict_with(steps, params, batch_stats, batches)
+
+
+def predict_with(steps: Steps, params, batch_stats,
+                 batches: Iterable[dict]) -> dict[str, np.ndarray]:
+  """predict_batches with given Steps and replicated CNN weights (e.g. inside a training run)."""
   multiple = max(len(steps.mesh.devices.flat) // jax.process_count(), 1)
   outs = {"logits": [], "features": []}
   for local in batches:

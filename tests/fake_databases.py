@@ -5,6 +5,7 @@ are given by the caller (e.g. the astronaut photograph, for registration). Each 
 the builder must reproduce: {sequence name: (frames uint8 [T, S, S, 3] as written, class name)}.
 """
 import os
+import subprocess
 from typing import Optional, Sequence
 
 import imageio.v2 as imageio
@@ -109,7 +110,8 @@ def write_mmi(root: str, sessions: Sequence[tuple], size: int = 32, seed: int = 
 
   Args:
     sessions: (session number, "S001-002", emotion code text or None, length, view "0"/"1"/"2",
-      (onset, apex, offset) 1-based frames or None, stills: bool (jpg frames instead of a video)).
+      oao: the text of S<subj>-<rec>-oao_aucs.xml (markers) or None, stills: bool (jpg frames
+      instead of a video)).
 
   Returns:
     {"S001-002": (frames uint8 [T, S, S, 3], emotion code text)} for every video session written.
@@ -135,25 +137,36 @@ def write_mmi(root: str, sessions: Sequence[tuple], size: int = 32, seed: int = 
       f.write(f'<?xml version="1.0"?>\n<session sessionId="{number}">\n  <track view="{view}" '
               f'filename="{stem}.avi"/>\n{annotations}</session>\n')
     if oao:
-      onset, apex, offset = oao
       with open(os.path.join(folder, f"{stem}-oao_aucs.xml"), "w") as f:
-        f.write('<?xml version="1.0"?>\n<ActionUnits>\n'
-                f'  <ActionUnit Number="12">\n    <Marker Frame="{onset}" Type="1"/>\n'
-                f'    <Marker Frame="{apex}" Type="2"/>\n    <Marker Frame="{offset - 1}" Type="3"/>\n'
-                '  </ActionUnit>\n'
-                f'  <ActionUnit Number="6">\n    <Marker Frame="{onset + 1}" Type="1"/>\n'
-                f'    <Marker Frame="{offset}" Type="3"/>\n  </ActionUnit>\n</ActionUnits>\n')
+        f.write(oao)
     _touch_ds_store(folder)
   return truth
 
 
+def write_empty_video(path: str, size: int = 32) -> None:
+  """An AVI (PNG codec) with a video stream and no frame, written by imageio-ffmpeg's ffmpeg."""
+  import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
+  subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
+                  f"color=black:s={size}x{size}:r=24", "-frames:v", "0", "-c:v", "png", "-y", path],
+                 check=True, stdin=subprocess.DEVNULL)
+
+
+def truncate(path: str, fraction: float = 0.6) -> None:
+  """Cuts a file to `fraction` of its bytes (a download that stopped early)."""
+  with open(path, "rb") as f:
+    data = f.read()
+  with open(path, "wb") as f:
+    f.write(data[:int(len(data) * fraction)])
+
+
 def write_fera(root: str, train: Sequence[tuple], test: Sequence[tuple], size: int = 32,
-               seed: int = 0) -> dict:
+               seed: int = 0, frames: Optional[dict] = None) -> dict:
   """GEMEP-FERA emotion set: training/<dir>/<stem>.avi + <stem>.dat; test/test/<dir>/<stem>.avi,
   test/labels/<stem>.dat (one class word each).
 
   Args:
     train, test: (folder, stem, class word, length).
+    frames: optional {stem: uint8 [T, H, W, 3]} written instead of drawn frames (length ignored).
 
   Returns:
     {stem: (frames uint8 [T, S, S, 3], class word, split)}.
@@ -163,7 +176,9 @@ def write_fera(root: str, train: Sequence[tuple], test: Sequence[tuple], size: i
   truth = {}
   for split, rows in (("train", train), ("test", test)):
     for folder, stem, word, length in rows:
-      frames = _frames(labels_lib.FERA_WORDS.get(word.lower(), "anger"), length, size, rng)
+      given = (frames or {}).get(stem)
+      video = (_frames(labels_lib.FERA_WORDS.get(word.lower(), "anger"), length, size, rng)
+               if given is None else np.asarray(given, np.uint8))
       if split == "train":
         video_dir = os.path.join(base, "training", folder)
         label_path = os.path.join(video_dir, f"{stem}.dat")
@@ -172,8 +187,8 @@ def write_fera(root: str, train: Sequence[tuple], test: Sequence[tuple], size: i
         label_path = os.path.join(base, "test", "labels", f"{stem}.dat")
       os.makedirs(video_dir, exist_ok=True)
       os.makedirs(os.path.dirname(label_path), exist_ok=True)
-      write_video(os.path.join(video_dir, f"{stem}.avi"), frames)
+      write_video(os.path.join(video_dir, f"{stem}.avi"), video)
       with open(label_path, "w") as f:
         f.write(f"{word}\n")
-      truth[stem] = (frames, word, split)
+      truth[stem] = (video, word, split)
   return truth

@@ -9,6 +9,9 @@ import skimage.data
 import tensorflow_datasets as tfds
 
 from configs import default
+from fer_jax import errors
+from fer_jax.data import actors
+from fer_jax.data import labels as L
 from fer_jax.data import registration
 from fer_jax.data.builders import ck_plus, common, fera, mmi
 import fake_databases as fake
@@ -52,6 +55,9 @@ def test_ck_plus_records(ck_root):
     np.testing.assert_array_equal(ex["labels"], expected[name])
     np.testing.assert_array_equal(ex["frames"], truth[name][0])  # Grey PNGs -> 3 equal channels.
     assert ex["subject"].decode() == name[:4]
+    # register=False: the detector finds no face in 32-px cartoons, so every point is NaN.
+    assert ex["landmarks"].shape == (len(expected[name]), 68, 2) and ex["landmarks"].dtype == np.float32
+    assert np.isnan(ex["landmarks"]).all()
   assert builder.info.features["labels"].feature.names == list(
       ("neutral", "anger", "disgust", "fear", "happiness", "sadness", "surprise"))
 
@@ -85,6 +91,14 @@ def test_ck_plus_registration_with_astronaut(tmp_path):
   # The second sequence ships landmarks: registration uses them, not the detector.
   np.testing.assert_array_equal(records["S001/002"]["frames"][0], reg.align(photo, pts + (5, 0)))
   assert not np.array_equal(records["S001/002"]["frames"][0], detected[0])
+  # Landmarks in crop pixels: the eye centres sit where registration's template puts them, (0.30,
+  # 0.38) S and (0.70, 0.38) S (within 5 % of S; the fit is least squares over 13 rigid points).
+  for name in ("S001/001", "S001/002"):
+    lm = records[name]["landmarks"]
+    assert lm.shape == (3, 68, 2) and lm.dtype == np.float32
+    eyes = np.stack([lm[:, 36:42].mean(1), lm[:, 42:48].mean(1)], axis=1)  # [T, 2, 2]
+    np.testing.assert_allclose(eyes, np.broadcast_to([[0.30 * 64, 0.38 * 64], [0.70 * 64, 0.38 * 64]],
+                                                     eyes.shape), atol=0.05 * 64)
 
 
 def test_no_face_raises_or_skips(tmp_path, caplog):
@@ -138,9 +152,78 @@ def test_ck_plus_bad_files(tmp_path, caplog):
     ck_plus.make_builder(_config("ck_plus", tmp_path, image_size=31)).download_and_prepare()
 
 
+@pytest.mark.parametrize("text, match", [
+    ("   1.0000000e+02   2.0000000e+02\n" * 67, "expected 68 rows.*got shape \\(67, 2\\)"),
+    ("   1.0000000e+02   abc\n" * 68, "Cannot read CK\\+ landmarks file"),
+    ("   1.0   2.0   3.0\n" * 68, "got shape \\(68, 3\\)"),
+    ("", "got shape \\(0, "),
+])
+def test_ck_plus_malformed_landmarks(tmp_path, text, match):
+  root = tmp_path / "ck_plus"
+  good = np.tile([[100.0, 200.0]], (68, 1))
+  fake.write_ck_plus(str(root), CK_SEQS[:1], landmarks={("S005", "001"): [good] * 5},
+                     extra_unlabelled=False)
+  bad = root / "Landmarks" / "S005" / "001" / "S005_001_00000003_landmarks.txt"
+  bad.write_text(text)
+  with pytest.raises(common.ManualDataError, match=(  # Names the file, the fault and the fix.
+      f"(?s)(?=.*S005_001_00000003_landmarks.txt)(?=.*{match})(?=.*use_database_landmarks=False)")):
+    ck_plus.make_builder(_config("ck_plus", tmp_path, register=True)).download_and_prepare()
+
+
+def _oao(*units):
+  """-oao_aucs.xml text: units are (AU number, [(frame, type), ...]) with markers in the given order."""
+  body = "".join(f'  <ActionUnit Number="{n}">\n' + "".join(
+      f'    <Marker Frame="{f}" Type="{t}"/>\n' for f, t in markers) + "  </ActionUnit>\n"
+      for n, markers in units)
+  return f'<?xml version="1.0" encoding="utf-8"?>\n<ActionUnits>\n{body}</ActionUnits>\n'
+
+
+# Shaped like the real files: several AUs, a Type-0 (neutral) marker at frame 1, markers out of frame
+# order, an AU (25) with no offset. Types: 0 neutral, 1 onset, 2 apex, 3 offset.
+OAO_RETURN = _oao(("12", [(31, 3), (1, 0), (12, 1), (40, 0), (20, 2)]),
+                  ("6", [(1, 0), (15, 1), (22, 2), (35, 3), (44, 0)]),
+                  ("25", [(1, 0), (10, 1), (18, 2)]))
+# Old rule min/max over every marker: 1 .. 44. New: onset min(12, 15, 10) = 10; returns to neutral
+# after an offset: AU12 at 40, AU6 at 44 (frame-1 markers precede every offset); latest 44 -> last
+# expressive frame 43.
+OAO_NO_RETURN = _oao(("4", [(14, 3), (1, 0), (5, 1), (9, 2)]), ("7", [(16, 3), (6, 1)]))
+# Old: 1 .. 16. New: onset 5; no Type-0 after an offset; latest offset 16 -> 5 .. 16.
+OAO_NO_OFFSET = _oao(("26", [(1, 0), (8, 2), (4, 1)]), ("27", [(1, 0)]))
+# Old: 1 .. 8. New: onset 4, no offset anywhere -> to the end of the video.
+OAO_NO_ONSET = _oao(("1", [(1, 0), (5, 2), (9, 3)]))
+# Old: 1 .. 9. New: no Type-1 marker -> None (the neutral_fraction rule applies).
+# A 9-frame session: AU12 1@3 2@4 3@5 0@7 (unsorted), AU6 1@4 3@6 (no return), AU25 1@4 2@5 (no offset).
+# Old: 1 .. 7. New: onset 3; latest return 7 -> frames 3 .. 6 carry the emotion.
+OAO_SESSION = _oao(("12", [(5, 3), (1, 0), (3, 1), (7, 0), (4, 2)]), ("6", [(1, 0), (4, 1), (6, 3)]),
+                   ("25", [(1, 0), (5, 2), (4, 1)]))
+
+
+def test_mmi_markers(tmp_path):
+  spans = {}
+  for name, text in (("return", OAO_RETURN), ("no_return", OAO_NO_RETURN),
+                     ("no_offset", OAO_NO_OFFSET), ("no_onset", OAO_NO_ONSET)):
+    path = tmp_path / f"S001-001-{name}.xml"
+    path.write_text(text)
+    spans[name] = mmi.read_onset_offset(str(path))
+  assert spans == {"return": (10, 43), "no_return": (5, 16), "no_offset": (4, None), "no_onset": None}
+  assert mmi.read_markers(str(tmp_path / "S001-001-no_return.xml")) == {
+      "4": [(1, 0), (5, 1), (9, 2), (14, 3)], "7": [(6, 1), (16, 3)]}
+  # Per-frame labels (happiness = 4) of a 50-frame video with the first file: 9 neutral frames, the
+  # expression on frames 10 .. 43, neutral again from the return to neutral at 44.
+  labels = L.mmi_frame_labels(50, 4, 0.25, onset=10, offset=43)
+  np.testing.assert_array_equal(labels, [0] * 9 + [4] * 34 + [0] * 7)
+  np.testing.assert_array_equal(L.mmi_frame_labels(10, 4, 0.25, onset=4, offset=None),
+                                [0, 0, 0, 4, 4, 4, 4, 4, 4, 4])
+  for bad, match in (((7, "7"), "Type '7'"), ((0, "1"), "Frame '0'"), (("x", "1"), "Frame 'x'")):
+    path = tmp_path / "S001-001-bad.xml"
+    path.write_text(_oao(("12", [(1, 0), bad])))
+    with pytest.raises(ValueError, match=f"S001-001-bad.xml: ActionUnit 12: marker {match}"):
+      mmi.read_onset_offset(str(path))
+
+
 MMI_SESSIONS = [
     (2, "S001-002", "4", 8, "0", None, False),  # happiness, fraction rule
-    (5, "S001-003", "6", 7, "0", (3, 4, 5), False),  # surprise, annotated onset 3 .. offset 5
+    (5, "S001-003", "6", 9, "0", OAO_SESSION, False),  # surprise, annotated: frames 3 .. 6
     (9, "S002-001", "1", 6, "0", None, False),  # anger
     (11, "S002-002", "3", 4, "1", None, False),  # profile view: left out
     (12, "S003-001", "2", 4, "0", None, True),  # stills: left out
@@ -153,7 +236,7 @@ def test_mmi_records(tmp_path):
   truth = fake.write_mmi(str(tmp_path / "mmi"), MMI_SESSIONS, size=SIZE)
   records = _load(mmi.make_builder(_config("mmi", tmp_path)))["train"]
   assert sorted(records) == ["S001-002", "S001-003", "S002-001"]
-  expected = {"S001-002": [0, 0, 4, 4, 4, 4, 0, 0], "S001-003": [0, 0, 6, 6, 6, 0, 0],
+  expected = {"S001-002": [0, 0, 4, 4, 4, 4, 0, 0], "S001-003": [0, 0, 6, 6, 6, 6, 0, 0, 0],
               "S002-001": [0, 1, 1, 1, 1, 0]}
   for name, ex in records.items():
     np.testing.assert_array_equal(ex["labels"], expected[name])
@@ -235,3 +318,70 @@ def test_through_pipeline(tmp_path):
   assert seqs.class_names == ("anger", "fear", "joy", "relief", "sadness")
   assert list(seqs.names) == ["t2"] and list(seqs.subjects) == ["a2"]
   np.testing.assert_array_equal(seqs.labels[0], [2, 2, 2])
+
+
+@pytest.mark.parametrize("name", ["mmi", "fera"])
+def test_bad_videos_raise_or_skip(tmp_path, caplog, name):
+  """A truncated and a zero-frame AVI raise the media module's errors naming the file, or are skipped
+  and counted with data.skip_unreadable."""
+  if name == "mmi":
+    fake.write_mmi(str(tmp_path / "mmi"), [(1, "S001-001", "4", 6, "0", None, False),
+                                           (2, "S002-001", "5", 6, "0", None, False),
+                                           (3, "S003-001", "6", 5, "0", None, False)], size=SIZE)
+    videos = {v.stem: v for v in (tmp_path / "mmi").rglob("*.avi")}
+    good, truncated, empty = videos["S001-001"], videos["S002-001"], videos["S003-001"]
+  else:
+    fake.write_fera(str(tmp_path / "fera"), train=[("d1", "t1", "joy", 6), ("d2", "t2", "fear", 6),
+                                                   ("d3", "t3", "anger", 5)],
+                    test=[("d4", "s1", "relief", 3)], size=SIZE)
+    videos = {v.stem: v for v in (tmp_path / "fera").rglob("*.avi")}
+    good, truncated, empty = videos["t1"], videos["t2"], videos["t3"]
+  fake.truncate(str(truncated), 0.6)
+  with pytest.raises(errors.UnreadableVideoError, match=f"{truncated.name}: .*truncated or corrupt"):
+    module = {"mmi": mmi, "fera": fera}[name]
+    module.make_builder(_config(name, tmp_path)).download_and_prepare()
+  fake.write_empty_video(str(empty), SIZE)
+  truncated.unlink()  # Now the zero-frame video is the first bad one.
+  shutil.copy(good, truncated)
+  with pytest.raises(errors.EmptySequenceError, match=f"{empty.name} has no"):
+    module.make_builder(_config(name, tmp_path, image_size=30)).download_and_prepare()
+  fake.truncate(str(truncated), 0.6)
+  with caplog.at_level(logging.WARNING):
+    builder = module.make_builder(_config(name, tmp_path, skip_unreadable=True))
+    records = _load(builder)["train"]
+  assert sorted(records) == [good.stem]
+  assert "skipped 2 of 3 sequences" in caplog.text
+  assert sorted(builder.info.metadata["skipped"]["train"]) == sorted([str(truncated), str(empty)])
+
+
+def test_fera_actors_from_real_faces(tmp_path):
+  """FERA videos of real people: the subject is the actor, the same id in train and test."""
+  import test_actors  # pylint: disable=g-import-not-at-top
+  videos = {name: np.stack(frames) for name, (frames, _) in test_actors.real_videos().items()
+            if name in ("a1", "a2", "b1", "b2", "g0", "g1")}
+  # One folder per video, as in the public copies: the folders say nothing about the actors.
+  train = [("v1", "a1", "joy", 0), ("v2", "b1", "sadness", 0), ("v3", "b2", "joy", 0),
+           ("v4", "g1", "relief", 0)]
+  test = [("v5", "a2", "anger", 0), ("v6", "g0", "fear", 0)]
+  fake.write_fera(str(tmp_path / "fera"), train=train, test=test, frames=videos)
+  builder = fera.make_builder(_config("fera", tmp_path))
+  splits = _load(builder)
+  subject = {name: ex["subject"].decode() for part in splits.values() for name, ex in part.items()}
+  # Clusters numbered by first video (train first): man A, woman B, group 1, then group 0.
+  assert subject == {"a1": "actor01", "b1": "actor02", "b2": "actor02", "g1": "actor03",
+                     "a2": "actor01", "g0": "actor04"}
+  expected = {"train": 3, "test": 2, "shared": 1, "shared_ids": ["actor01"], "threshold": 0.6,
+              "videos_without_face": 0}
+  assert dict(builder.info.metadata["actors"]) == expected
+  reloaded = fera.make_builder(_config("fera", tmp_path))  # Read back from the prepared data set.
+  assert dict(reloaded.info.metadata["actors"]) == expected
+  test_subjects = [subject[n] for n in sorted(splits["test"])]  # a2, g0
+  np.testing.assert_array_equal(actors.unseen_in_training(test_subjects, [
+      subject[n] for n in splits["train"]]), [False, True])
+  # register=False: landmarks of the real faces from the predictor, in the 32-px frame: all found,
+  # inside the frame, eyes above the mouth, the image-left eye left of the image-right eye.
+  for ex in splits["train"].values():
+    lm = ex["landmarks"]
+    assert np.isfinite(lm).all() and (lm > -1).all() and (lm < SIZE).all()
+    assert (lm[:, 36:48, 1].mean(1) < lm[:, 48:68, 1].mean(1)).all()
+    assert (lm[:, 36:42, 0].mean(1) < lm[:, 42:48, 0].mean(1)).all()

@@ -154,6 +154,8 @@ def test_every_rule_rejects_garbage(path):
     ("crf.train_features", "crossfit", "cross_fit"), ("crf.cross_fit_folds", 1, 2),
     ("crf.sigma2_selection", "val", "inner_cv"), ("crf.inner_cv_folds", 1, 2),
     ("crf.compare_variants", "yes", True), ("data.register", 1, False),
+    ("joint.steps", -1, 0), ("joint.window", 0, 1), ("joint.learning_rate", 0.0, 1e-4),
+    ("joint.ce_weight", -0.5, 0.0), ("joint.augment", None, True),
 ])
 def test_ranges_and_choices(path, bad, good):
   message = _problems(**{path: bad})
@@ -207,7 +209,7 @@ def test_combinations_that_pass():
 
 
 def test_device_and_process_split():
-  c = _config(**{"train.batch_size": 12, "train.eval_batch_size": 9})
+  c = _config(**{"train.batch_size": 12, "train.eval_batch_size": 9, "joint.batch_size": 12})
   config_validation.validate(c)  # No device count given: not checked.
   config_validation.validate(c, num_devices=4, num_processes=1)
   config_validation.validate(c, num_devices=12, num_processes=3)
@@ -216,6 +218,10 @@ def test_device_and_process_split():
   with pytest.raises(errors.ConfigError, match=r"eval_batch_size=9; allowed: a multiple of the "
                                                r"process count \(2\)"):
     config_validation.validate(c, num_devices=2, num_processes=2)
+  c = _config(**{"joint.batch_size": 6, "joint.steps": 0})
+  config_validation.validate(c, num_devices=4)  # Stage 3 off: not checked.
+  with pytest.raises(errors.ConfigError, match=r"joint.batch_size=6: .*device count \(4\)"):
+    config_validation.validate(_config(**{"joint.batch_size": 6, "joint.steps": 5}), num_devices=4)
 
 
 def test_every_problem_is_reported_at_once():

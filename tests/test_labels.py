@@ -58,6 +58,8 @@ def test_mmi_rule():
   # Offset past the end clips; onset past the end keeps the last frame.
   np.testing.assert_array_equal(L.mmi_frame_labels(4, 1, 0.25, onset=2, offset=9), [0, 1, 1, 1])
   np.testing.assert_array_equal(L.mmi_frame_labels(3, 1, 0.25, onset=8, offset=9), [0, 0, 1])
+  # Onset without offset: the expression lasts to the last frame.
+  np.testing.assert_array_equal(L.mmi_frame_labels(5, 1, 0.25, onset=3), [0, 0, 1, 1, 1])
   with pytest.raises(ValueError, match="onset"):
     L.mmi_frame_labels(5, 1, 0.25, onset=4, offset=2)
   with pytest.raises(ValueError, match="neutral_fraction"):

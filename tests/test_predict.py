@@ -22,6 +22,7 @@ from fer_jax import crf
 from fer_jax import experiment
 from fer_jax import predict
 from fer_jax import train
+from fer_jax.data import media
 from fer_jax.data import registration
 
 CLASSES = ("neutral", "happy", "surprise")
@@ -115,7 +116,7 @@ def test_frame_folder_is_read_in_natural_order(setup, result):
   folder.mkdir()
   for t, frame in enumerate(setup["frames"]):  # frame_1 .. frame_12 (as text, frame_10 < frame_2).
     Image.fromarray(frame).save(folder / f"frame_{t + 1}.png")
-  assert [os.path.basename(p) for p in predict.list_frames(str(folder))][:3] == [
+  assert [os.path.basename(p) for p in media.frame_files(str(folder))][:3] == [
       "frame_1.png", "frame_2.png", "frame_3.png"]
   from_folder = predict.predict_video(setup["workdir"], str(folder))
   assert from_folder.face_status == result.face_status == EXPECTED_STATUS

@@ -9,10 +9,11 @@ Per-frame rules (one sequence label -> labels [T] int32)
   CK+: the first `neutral_head` frames are neutral (the paper: "the first few frames"), the rest carry
     the sequence's emotion. At least the last (peak) frame keeps the emotion, so a sequence of
     T <= neutral_head frames has T - 1 neutral frames.
-  MMI: neutral -> apex -> neutral. With the database's own onset/offset annotation (1-based frames of
-    the expression's first and last annotated marker) frames outside [onset, offset] are neutral;
-    otherwise floor(neutral_fraction * T) frames at each end are neutral. At least one middle frame
-    keeps the emotion.
+  MMI: neutral -> apex -> neutral. With the database's own annotation (1-based first and last
+    expressive frame, from the -oao_aucs.xml markers: see builders/mmi.py `expression_span`) frames
+    outside [onset, offset] are neutral (no offset: the expression lasts to the last frame);
+    otherwise floor(neutral_fraction * T) frames at each end are neutral. At least one frame keeps
+    the emotion.
   FERA: the sequence label on every frame (GEMEP portrayals are expressive throughout).
 
 Cross-database label space (train on two databases, test on the third)
@@ -130,11 +131,12 @@ def mmi_frame_labels(length: int, label: int, neutral_fraction: float, *,
     label: the sequence's class index.
     neutral_fraction: fraction of T labelled neutral at each end when onset/offset are not given.
     onset, offset: 1-based first and last frame of the expression (the database's own annotation);
-      used when both are given.
+      used when onset is given; offset None means the expression lasts to the last frame.
     num_classes, sequence: for validation messages.
   """
   _check(length, label, num_classes, sequence)
-  if onset is not None and offset is not None:
+  if onset is not None:
+    offset = length if offset is None else offset
     if not 1 <= onset <= offset:
       raise ValueError(f"Sequence {sequence!r}: onset {onset} / offset {offset} must satisfy "
                        "1 <= onset <= offset.")

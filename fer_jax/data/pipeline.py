@@ -16,10 +16,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-try:
-  tf.config.set_visible_devices([], "GPU")
-except (RuntimeError, ValueError):  # TF already initialised its devices; nothing to hide then.
-  pass
+from fer_jax import tf_devices  # noqa: E402
+
+tf_devices.hide_gpus_from_tensorflow()
 
 from fer_jax.data import builders  # noqa: E402  (after hiding the GPU from TF)
 
@@ -248,6 +247,91 @@ def train_batches(seqs: Sequences, batch_size: int, *, seed: int, start_step: in
     if augment is not None:
       images = _augment(images, augment, seed, step, positions - step * batch_size)
     return {"image": images, "label": labels[idx]}
+
+  return _prefetch(batch, _count_up(start_step))
+
+
+def window_batches(seqs: Sequences, window: int, batch_size: int, *, seed: int, start_step: int = 0,
+                   extra: Optional[Sequence[np.ndarray]] = None, augment=None,
+                   process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
+  """Endless shuffled batches of windows of consecutive frames (stage 3), resumable by step.
+
+  The windows of a sequence of length L start at t = 0 .. max(L - W, 0); a sequence shorter than
+  W gives one window, padded at its end (mask False, zeros). Epoch e shuffles the windows of all
+  sequences with np.random.default_rng([seed, e]); global batch s holds positions [s B, (s + 1) B)
+  of the epoch stream, host p of P the p-th slice of B / P: the batch of step s depends on
+  (seed, s) only. Augmentation as train_batches', one draw per window: all its frames get the
+  flip, crop and brightness of np.random.default_rng([seed, s, q]), q its position in the batch.
+
+  Args:
+    seqs: the training sequences.
+    window: W, frames per window (>= 1).
+    batch_size: the global number of windows B per step.
+    seed: shuffling seed.
+    start_step: the first global step to yield (resume).
+    extra: None, or per sequence a float array [T_i, G] of per-frame inputs that are not CNN
+      outputs (e.g. geometry features); windows carry their slices.
+    augment: `config.data.augment` or None for no augmentation.
+    process_index, process_count: this host and the number of hosts.
+
+  Yields:
+    {"image": uint8 [b, W, S, S, 3], "label": int32 [b, W] (0 at padding), "mask": bool [b, W]
+    (a prefix of True), "first": bool [b] (the window starts at the sequence's first frame),
+    "last": bool [b] (its last real frame is the sequence's last), and "extra": float32 [b, W, G]
+    when extra is given}, b = batch_size // process_count.
+  """
+  b = _host_batch(batch_size, process_index, process_count)
+  if window < 1:
+    raise ValueError(f"window={window} must be >= 1; set joint.window.")
+  if start_step < 0:
+    raise ValueError(f"start_step={start_step} must be >= 0.")
+  lengths = np.array([len(l) for l in seqs.labels], np.int64)
+  if not len(lengths):
+    raise ValueError("window_batches: no training sequences; check the data set and the fold.")
+  if extra is not None:
+    extra = [np.asarray(e, np.float32) for e in extra]
+    if len(extra) != len(seqs) or any(e.ndim != 2 or len(e) != n for e, n in zip(extra, lengths)) \
+        or len({e.shape[1] for e in extra}) != 1:
+      raise ValueError("window_batches: extra must hold one float array [T_i, G] per sequence, with "
+                       "T_i its number of frames and one G for all.")
+  per_seq = np.maximum(lengths - window + 1, 1)
+  seq_of = np.repeat(np.arange(len(lengths)), per_seq)
+  start_of = np.arange(len(seq_of)) - np.repeat(np.cumsum(per_seq) - per_seq, per_seq)
+  n = len(seq_of)
+  s = seqs.image_size
+  perms = {}
+
+  def perm(epoch):
+    if epoch not in perms:
+      if len(perms) > 4:
+        perms.pop(min(perms))
+      perms[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
+    return perms[epoch]
+
+  def batch(step):
+    positions = step * batch_size + process_index * b + np.arange(b, dtype=np.int64)
+    epochs, offsets = np.divmod(positions, n)
+    out = {"image": np.zeros((b, window, s, s, 3), np.uint8),
+           "label": np.zeros((b, window), np.int32), "mask": np.zeros((b, window), bool),
+           "first": np.zeros(b, bool), "last": np.zeros(b, bool)}
+    if extra is not None:
+      out["extra"] = np.zeros((b, window, extra[0].shape[1]), np.float32)
+    for row, (e, o) in enumerate(zip(epochs, offsets)):
+      w = perm(int(e))[o]
+      i, t0 = seq_of[w], start_of[w]
+      t1 = min(t0 + window, lengths[i])
+      out["image"][row, :t1 - t0] = seqs.frames[i][t0:t1]
+      out["label"][row, :t1 - t0] = seqs.labels[i][t0:t1]
+      out["mask"][row, :t1 - t0] = True
+      out["first"][row], out["last"][row] = t0 == 0, t1 == lengths[i]
+      if extra is not None:
+        out["extra"][row, :t1 - t0] = extra[i][t0:t1]
+    if augment is not None:
+      real = out["mask"]
+      rows = positions - step * batch_size
+      out["image"][real] = _augment(out["image"][real], augment, seed, step,
+                                    np.broadcast_to(rows[:, None], real.shape)[real])
+    return out
 
   return _prefetch(batch, _count_up(start_step))
 

@@ -2,10 +2,14 @@
 
 Each builder scans the user's manual_dir into `Item`s (one per labelled sequence) in `_split_generators`
 (raising ManualDataError, with the builder's MANUAL_DOWNLOAD_INSTRUCTIONS, when the layout is missing or
-partial), then `_generate_examples` reads each sequence's frames (image folder or video file), registers
-them with dlib (or only resizes them when data.register is False), applies the database's per-frame
-labelling rule and yields DESIGN.md's record {"frames" uint8 [T, S, S, 3], "labels" [T], "subject",
-"sequence"}.
+partial), then `_generate_examples` reads each sequence's frames (image folder or video file, through
+fer_jax.data.media), registers them with dlib (or only resizes them when data.register is False),
+applies the database's per-frame labelling rule and yields DESIGN.md's record {"frames" uint8
+[T, S, S, 3], "labels" [T], "landmarks" float32 [T, 68, 2] (x, y) in crop pixels, "subject",
+"sequence"}. Landmarks: registration's 68 points mapped into the crop; with data.register=False the
+68-point predictor on the largest face the detector finds in the whole frame, NaN without a face.
+Sequences skipped with data.skip_unreadable are logged with a count and listed per split in the data
+set's metadata ("skipped").
 
 Every builder also accepts `index.csv` at the root of manual_dir, overriding the official layout:
   path,subject,sequence,label[,split]
@@ -26,13 +30,15 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 from fer_jax import errors
+from fer_jax.data import media
 from fer_jax.data import registration
 
-IMAGE_EXTENSIONS = registration.IMAGE_EXTENSIONS
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mov", ".mpg", ".mpeg", ".wmv", ".mkv")
+IMAGE_EXTENSIONS = media.IMAGE_EXTENSIONS
+VIDEO_EXTENSIONS = media.VIDEO_EXTENSIONS
 INDEX_FILE = "index.csv"
 INDEX_COLUMNS = ("path", "subject", "sequence", "label")
 REDETECT_EVERY = 5  # Registration: run the face detector every this many frames, track in between.
+NUM_LANDMARKS = 68  # dlib's 68-point scheme.
 _ALIASES = {"happy": "happiness", "angry": "anger", "sad": "sadness", "surprised": "surprise"}
 
 
@@ -40,7 +46,8 @@ ManualDataError = errors.ManualDataError
 EmptySequenceError = errors.EmptySequenceError
 
 
-SKIPPABLE = (registration.UnreadableImageError, registration.NoFaceError, EmptySequenceError)
+SKIPPABLE = (registration.UnreadableImageError, errors.UnreadableVideoError, registration.NoFaceError,
+             EmptySequenceError)
 
 
 @dataclasses.dataclass
@@ -94,11 +101,13 @@ def sequence_config(data_config, **rules) -> SequenceConfig:
 
 
 def features(image_size: int, class_names: Sequence[str]) -> tfds.features.FeaturesDict:
-  """The record spec shared with the synthetic builder."""
+  """The record spec of the licensed builders (the synthetic builder writes the same fields)."""
   s = int(image_size)
   return tfds.features.FeaturesDict({
       "frames": tfds.features.Video((None, s, s, 3), encoding_format="png"),  # Lossless.
       "labels": tfds.features.Sequence(tfds.features.ClassLabel(names=list(class_names))),
+      # The 68 points (x, y) in crop pixels, dlib's index scheme; NaN where no face was found.
+      "landmarks": tfds.features.Tensor(shape=(None, NUM_LANDMARKS, 2), dtype=np.float32),
       "subject": tfds.features.Text(),
       "sequence": tfds.features.Text(),
   })
@@ -164,14 +173,8 @@ frame_files = registration.frame_files
 
 
 def read_video(path: str) -> list[np.ndarray]:
-  """All frames of a video file as uint8 [H, W, 3] (imageio-ffmpeg); UnreadableImageError naming it."""
-  import imageio.v2 as imageio  # pylint: disable=g-import-not-at-top
-  try:
-    with imageio.get_reader(path, format="FFMPEG") as reader:
-      return [registration.as_rgb(np.asarray(f, np.uint8), path) for f in reader]
-  except (OSError, RuntimeError, ValueError, IndexError) as e:
-    raise registration.UnreadableImageError(
-        f"Cannot read video {path}: {e}. Replace the file (or set data.skip_unreadable=True).") from e
+  """All frames of a video file as uint8 [H, W, 3] (media.read_frames: its errors name the file)."""
+  return media.read_frames(path)
 
 
 def class_index(label: str, class_names: Sequence[str], source: str) -> int:
@@ -227,48 +230,77 @@ def to_size(rgb: np.ndarray, size: int) -> np.ndarray:
   return np.asarray(Image.fromarray(rgb).resize((size, size), Image.BILINEAR), np.uint8)
 
 
+def read_item_frames(item: Item) -> list[np.ndarray]:
+  """The item's frames (folder or video, through media.read_frames) as uint8 [H, W, 3] each.
+
+  Raises (naming the file): UnreadableVideoError (a truncated or corrupt video), UnreadableImageError
+  (a bad frame image), EmptySequenceError (no frames), MissingInputError (the path is gone).
+  """
+  return media.read_frames(item.path)
+
+
+def frame_landmarks(registrar: registration.Registrar, rgb: np.ndarray, size: int) -> np.ndarray:
+  """The 68 points of the largest face in uint8 [H, W, 3], in the frame resized to S x S (`to_size`).
+
+  The detector runs on the whole frame (no turn or half search); float32 [68, 2] (x, y), all NaN when
+  no face is found.
+  """
+  box = registrar.detect(rgb)
+  if box is None:
+    return np.full((NUM_LANDMARKS, 2), np.nan, np.float32)
+  h, w = rgb.shape[:2]
+  pts = registrar.landmarks(rgb, box)
+  # Pixel centres map as in a resize from W x H to S x S: x' = (x + 0.5) S / W - 0.5.
+  return ((pts + 0.5) * np.array([size / w, size / h]) - 0.5).astype(np.float32)
+
+
 def load_frames(item: Item, image_size: int, register: bool,
-                registrar: Optional[registration.Registrar]) -> np.ndarray:
-  """The item's frames as uint8 [T, S, S, 3]: registered faces, or resized frames if not register."""
-  if os.path.isdir(item.path):
-    frames = frame_files(item.path)
-  elif os.path.splitext(item.path)[1].lower() in VIDEO_EXTENSIONS:
-    frames = read_video(item.path)
-  else:
-    raise registration.UnreadableImageError(
-        f"{item.path}: expected a folder of frame images or a video file ({', '.join(VIDEO_EXTENSIONS)}).")
-  if not frames:
-    raise EmptySequenceError(f"Sequence {item.sequence!r}: no frames in {item.path}; remove it from "
-                             "manual_dir (or set data.skip_unreadable=True).")
+                registrar: registration.Registrar) -> tuple[np.ndarray, np.ndarray]:
+  """The item's frames and landmarks: (uint8 [T, S, S, 3], float32 [T, 68, 2] crop pixels (x, y)).
+
+  register: the registrar's aligned faces and its landmarks mapped into the crop (CK+ database
+  landmarks, when the item has them, instead of detection). Not register (pre-aligned frames): each
+  frame resized to S x S, and the 68-point predictor run on the largest face the detector finds in the
+  whole frame (NaN points for a frame without one).
+  """
+  frames = read_item_frames(item)
   if register:
     landmarks = None
     if item.landmarks is not None:
       landmarks = [read_landmarks(p) for p in item.landmarks]
-    out, _ = registrar.register_sequence(frames, landmarks=landmarks, source=item.path)
-    return out
-  out = []
-  for f in frames:
-    rgb = registration.read_image(f) if isinstance(f, str) else f
-    out.append(to_size(registration.as_rgb(rgb, item.path), image_size))
-  return np.stack(out)
+    out, info = registrar.register_sequence(frames, landmarks=landmarks, source=item.path)
+    return out, np.asarray(info["landmarks"], np.float32)
+  out, points = [], []
+  for t, f in enumerate(frames):
+    rgb = registration.as_rgb(f, f"{item.path} frame {t}")
+    out.append(to_size(rgb, image_size))
+    points.append(frame_landmarks(registrar, rgb, image_size))
+  return np.stack(out), np.stack(points)
 
 
 def read_landmarks(path: str) -> np.ndarray:
-  """A CK+ landmark file -> float64 [68, 2] (x, y); ValueError naming the file."""
+  """A CK+ landmark file -> float64 [68, 2] (x, y); ManualDataError naming the file when malformed."""
+  fix = ("Replace it from the CK+ Landmarks archive, or set data.use_database_landmarks=False to "
+         "detect the faces instead.")
   try:
-    pts = np.loadtxt(path, dtype=np.float64)
+    pts = np.loadtxt(path, dtype=np.float64, ndmin=2)
   except (OSError, ValueError) as e:
-    raise registration.UnreadableImageError(f"Cannot read landmarks {path}: {e}") from e
-  if pts.shape != (68, 2):
-    raise registration.UnreadableImageError(f"{path}: expected 68 rows of (x, y), got {pts.shape}.")
+    raise ManualDataError(f"Cannot read CK+ landmarks file {path}: {str(e).rstrip('.')}. {fix}") from e
+  if pts.shape != (NUM_LANDMARKS, 2) or not np.isfinite(pts).all():
+    raise ManualDataError(f"CK+ landmarks file {path}: expected {NUM_LANDMARKS} rows of finite (x, y), "
+                          f"got shape {pts.shape}. {fix}")
   return pts
 
 
 class SequenceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base of the licensed-database builders; subclasses define `scan` and `frame_labels`."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release.",
+      "2.0.0": "Adds landmarks float32 [T, 68, 2] (crop pixels); MMI labels from the marker types; "
+               "FERA subjects are the actors found from the faces; videos read by fer_jax.data.media.",
+  }
   SPLITS = ("train",)
   manual_dir_override: Optional[str] = None
   # TFDS's own code_path needs the `importlib_resources` package (not installed) for builders that
@@ -286,9 +318,11 @@ class SequenceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     raise NotImplementedError
 
   def _info(self) -> tfds.core.DatasetInfo:
+    # metadata (saved with the data set): "skipped" {split: [paths]} and what the builder adds.
     return tfds.core.DatasetInfo(
         builder=self, description=self.__doc__,
-        features=features(self.builder_config.image_size, self.class_names()))
+        features=features(self.builder_config.image_size, self.class_names()),
+        metadata=tfds.core.MetadataDict())
 
   def _split_generators(self, dl_manager):
     manual_dir = manual_dir_of(self, dl_manager)
@@ -303,18 +337,19 @@ class SequenceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       if not any(it.split == split for it in items):
         raise missing_error(self, manual_dir, f"no labelled sequence for split {split!r}")
     logging.info("%s: %d labelled sequences in %s", self.name, len(items), manual_dir)
-    return {split: self._generate_examples([it for it in items if it.split == split])
+    return {split: self._generate_examples([it for it in items if it.split == split], split)
             for split in self.SPLITS}
 
-  def _generate_examples(self, items: list[Item]) -> Iterator[tuple[str, dict]]:
+  def _generate_examples(self, items: list[Item], split: str = "train"
+                         ) -> Iterator[tuple[str, dict]]:
     cfg = self.builder_config
-    registrar = registration.Registrar(cfg.image_size, REDETECT_EVERY) if cfg.register else None
+    registrar = registration.Registrar(cfg.image_size, REDETECT_EVERY)
     skipped = []
     for n, item in enumerate(items):
       if n % 20 == 0:
         logging.info("%s: sequence %d/%d (%s)", self.name, n, len(items), item.path)
       try:
-        frames = load_frames(item, cfg.image_size, cfg.register, registrar)
+        frames, landmarks = load_frames(item, cfg.image_size, cfg.register, registrar)
       except SKIPPABLE as e:
         if not cfg.skip_unreadable:
           raise
@@ -322,8 +357,11 @@ class SequenceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         logging.warning("%s: skipping %s: %s", self.name, item.path, e)
         continue
       labels = self.frame_labels(item, len(frames))
-      yield item.key, {"frames": frames, "labels": labels, "subject": item.subject,
-                       "sequence": item.sequence}
+      yield item.key, {"frames": frames, "labels": labels, "landmarks": landmarks,
+                       "subject": item.subject, "sequence": item.sequence}
+    self.info.metadata.setdefault("skipped", {})[split] = skipped
+    if cfg.register:
+      logging.info("%s: %s: %s", self.name, split, registrar.summary())
     if skipped:
       logging.warning("%s: skipped %d of %d sequences (data.skip_unreadable=True): %s", self.name,
                       len(skipped), len(items), skipped[:10])

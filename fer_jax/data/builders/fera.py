@@ -2,14 +2,19 @@
 
 Splits "train" and "test" are the organisers' partition (the test labels were released after the
 challenge). Every frame carries the sequence's class (anger, fear, joy, relief, sadness).
-Subject ids: the official file names' actor encoding is unconfirmed, so the subject is the folder that
-holds the video (training/<dir>/), or the video's stem where that folder is named after a class; give
-the actors explicitly with index.csv (subject column) when you know them.
+Subject ids are actors found from the faces (fer_jax/data/actors.py): the official files name no actor
+and the folders are most likely one per video (DATASETS.md), so every video's mean dlib face
+descriptor (over a few frames) is clustered across both splits at dlib's 0.6 distance, and each cluster
+is an actor ("actor01", ...; the same id in train and test). A video where no frame shows a face keeps
+its folder (or, where the folder is named after a class, its stem) as the subject. The number of
+actors in train, in test and in both is logged and saved in the data set's metadata ("actors"); give
+the actors explicitly with index.csv (subject column) when you know them: that skips the clustering.
 """
 import os
 
 from absl import logging
 
+from fer_jax.data import actors
 from fer_jax.data import labels as labels_lib
 from fer_jax.data.builders import common
 
@@ -77,12 +82,37 @@ class Fera(common.SequenceBuilder, skip_registration=True):
       raise common.missing_error(self, manual_dir, f"{len(unlabelled)} videos have no <name>.dat label "
                                  f"file (partial download?), e.g. {unlabelled[:5]}")
     for split in self.SPLITS:
-      part = [i for i in items if i.split == split]
-      if not part:
+      if not any(i.split == split for i in items):
         raise common.missing_error(self, manual_dir, f"no labelled {split} video")
-      logging.info("fera: %s: %d sequences, %d subject folders", split, len(part),
-                   len({i.subject for i in part}))
+    self.find_actors(items)
     return items
+
+  def find_actors(self, items: list[common.Item]) -> dict:
+    """Sets each item's subject to its actor (see module doc); returns and saves the counts."""
+    describer = actors.FaceDescriber()
+    descriptors = []
+    for n, item in enumerate(items):
+      if n % 20 == 0:
+        logging.info("fera: face descriptors %d/%d (%s)", n, len(items), item.path)
+      try:
+        frames = common.read_item_frames(item)
+      except common.SKIPPABLE as e:  # Reported (or skipped) when the records are written.
+        logging.warning("fera: no face descriptor for %s: %s", item.path, e)
+        frames = []
+      descriptors.append(describer.describe_video(frames, item.path))
+    names = actors.name_actors(descriptors, [item.subject for item in items])
+    for item, name in zip(items, names):
+      item.subject = name
+    faceless = [item.path for item, d in zip(items, descriptors) if d is None]
+    summary = actors.split_actors([i.subject for i in items if i.split == "train"],
+                                  [i.subject for i in items if i.split == "test"])
+    summary.update(threshold=actors.THRESHOLD, videos_without_face=len(faceless))
+    logging.info("fera: actors found from the faces: %d in train, %d in test, %d in both (%s); %d "
+                 "videos without a face keep their folder as subject%s", summary["train"],
+                 summary["test"], summary["shared"], ", ".join(summary["shared_ids"]) or "none",
+                 len(faceless), f", e.g. {faceless[:3]}" if faceless else "")
+    self.info.metadata["actors"] = summary
+    return summary
 
   def frame_labels(self, item, length):
     return labels_lib.fera_frame_labels(length, item.label, num_classes=len(self.class_names()),

@@ -5,6 +5,26 @@ happiness, sadness, surprise) and, where session.xml gives a view, the view is 0
 stills, without an emotion, with another emotion code, or of another view are counted in the log and
 left out (they are not part of the six-emotion set). Per-frame labels: neutral -> apex -> neutral, from
 the session's onset/offset annotation (-oao_aucs.xml) when present, else data.neutral_fraction.
+
+The -oao_aucs.xml markers. Each <ActionUnit Number=".."> holds <Marker Frame=".." Type=".."/> elements
+(1-based frames, not necessarily in frame order) that start a temporal phase of that AU: Type 0 neutral,
+1 onset, 2 apex, 3 offset. Most files carry a Type-0 marker at frame 1 and another after the offset
+(the return to neutral), so the old min/max over every marker gave frame 1 as the onset and no MMI
+sequence a neutral head. The rule (`expression_span`): the expression runs from the earliest Type-1
+frame over all AUs to the frame before the latest return to neutral (a Type-0 marker after an offset of
+the same AU); without one, to the latest Type-3 frame; without that, to the end of the video.
+Sources opened (public loaders; there is no public format document):
+  - a public DISFA/CK+/MMI preprocessing script (find_string id 36393159830 in the code index; the
+    repository name was not recoverable), `framesToAuDic`: per ActionUnit it reads Type "1", "2", "3"
+    as onset, apex and offset frames and the last Type "0" marker whose Frame is not "1" as the return
+    to neutral, then keeps frames between onset and apex and between offset and that neutral marker.
+    This is the only source found that reads Type; it is single-source, so the meanings above are as
+    public code uses them, not confirmed by the database's authors.
+  - SyskenGL/cv-project scripts/mmi-parser.py (commit 0569498): reads session.xml only (view 0/2; an
+    annotation file named *oao_aucs.xml decides crop vs rotate), never the markers.
+  - ShunyuYao/sketch_RL util/vid2pic.py (commit 591567f): reads the session.xml view only (view 2
+    split into two 361x576 halves, view 1 rotated, view-0 frames not 480 high rotated).
+  - normanrz/face-vid parse_mmi_xml.py: collects every marker's Frame per AU, ignoring Type.
 """
 import collections
 import os
@@ -59,16 +79,66 @@ def read_view(path):
   return None
 
 
+MARKER_TYPES = {0: "neutral", 1: "onset", 2: "apex", 3: "offset"}  # <Marker Type=".."> codes.
+
+
+def read_markers(path):
+  """The markers of an -oao_aucs.xml file: {AU number (str): [(frame, type), ...] sorted by frame}.
+
+  Frames are 1-based ints, types 0..3 (MARKER_TYPES). ValueError naming the file for a marker without
+  an integer Frame >= 1 or with a Type outside 0..3.
+  """
+  units = {}
+  for unit in _parse(path).iter():
+    if unit.tag.lower() != "actionunit":
+      continue
+    number = (unit.get("Number") or "?").strip()
+    markers = units.setdefault(number, [])
+    for tag in unit.iter():
+      if tag.tag.lower() != "marker":
+        continue
+      frame, kind = (tag.get("Frame") or "").strip(), (tag.get("Type") or "").strip()
+      if not re.fullmatch(r"\d+", frame) or int(frame) < 1:
+        raise ValueError(f"{path}: ActionUnit {number}: marker Frame {tag.get('Frame')!r} is not an "
+                         "integer >= 1 (1-based frame). Replace the file from your download.")
+      if not re.fullmatch(r"\d+", kind) or int(kind) not in MARKER_TYPES:
+        raise ValueError(f"{path}: ActionUnit {number}: marker Type {tag.get('Type')!r} is not one of "
+                         f"{MARKER_TYPES}. Replace the file from your download.")
+      markers.append((int(frame), int(kind)))
+    markers.sort()
+  return units
+
+
+def expression_span(units):
+  """(onset, last) 1-based frames of the expression in markers from `read_markers`, or None.
+
+  onset: the earliest Type-1 (onset) marker over all action units; no Type-1 anywhere returns None.
+  last, the last expressive frame, from the latest return to neutral over all action units: a Type-0
+  marker that follows a Type-3 (offset) marker of the same AU starts the neutral phase, so the frame
+  before it; without any, the latest Type-3 frame; without any Type-3, None (the end of the video).
+  The Type-0 marker most files carry at frame 1 precedes every offset, so it never counts.
+  """
+  onsets = [f for markers in units.values() for f, kind in markers if kind == 1]
+  if not onsets:
+    return None
+  offsets = [f for markers in units.values() for f, kind in markers if kind == 3]
+  returns = [f for markers in units.values() for f, kind in markers
+             if kind == 0 and any(k == 3 and g < f for g, k in markers)]
+  if returns:
+    last = max(returns) - 1
+  elif offsets:
+    last = max(offsets)
+  else:
+    last = None
+  return min(onsets), (None if last is None else max(last, min(onsets)))
+
+
 def read_onset_offset(path):
-  """(first, last) 1-based marker frame over all action units of an -oao_aucs.xml file, or None."""
-  frames = []
-  for tag in _parse(path).iter():
-    if tag.tag.lower() == "marker" and tag.get("Frame") is not None:
-      try:
-        frames.append(int(tag.get("Frame")))
-      except ValueError:
-        raise ValueError(f"{path}: marker Frame {tag.get('Frame')!r} is not an integer.") from None
-  return (min(frames), max(frames)) if frames else None
+  """(onset, last) 1-based expression frames of an -oao_aucs.xml file (see `expression_span`), or None.
+
+  last is None when the expression lasts to the end of the video.
+  """
+  return expression_span(read_markers(path))
 
 
 class Mmi(common.SequenceBuilder, skip_registration=True):
@@ -122,8 +192,11 @@ class Mmi(common.SequenceBuilder, skip_registration=True):
     if missing:
       raise common.missing_error(self, manual_dir, f"{len(missing)} sessions have metadata but neither "
                                  f"a video nor stills (partial download?), e.g. {missing[:5]}")
-    logging.info("mmi: %d frontal six-emotion sessions of %d subjects; left out: %s", len(items),
-                 len({i.subject for i in items}), dict(left_out) or "none")
+    annotated = sum(i.onset is not None for i in items)
+    logging.info("mmi: %d frontal six-emotion sessions of %d subjects (%d labelled from -oao_aucs.xml "
+                 "markers, %d by data.neutral_fraction); left out: %s", len(items),
+                 len({i.subject for i in items}), annotated, len(items) - annotated,
+                 dict(left_out) or "none")
     return items
 
   def frame_labels(self, item, length):
