@@ -3,7 +3,8 @@
 `validate(config)` runs first thing in fer_jax.main (before TensorFlow, JAX or any data), so a typo such
 as `--config.crf.train_features=crossfit` stops the run at once instead of after a fold of training.
 Every problem found is reported in one errors.ConfigError naming the field, the value and the allowed
-values; main prints it and exits with status 2.
+values; main prints it and exits with status 2. main checks the device split once JAX is up, and
+experiment.run calls `validate_folds` right after loading the data, before any training.
 
 Extending it:
 - A new config field needs one line in RULES: its dotted path and a rule built from the helpers below
@@ -182,6 +183,16 @@ RULES: dict[str, Rule] = {
     "crf.sigma2_selection": one_of("validation", "inner_cv"),
     "crf.inner_cv_folds": integer(2),
     "crf.compare_variants": boolean(),
+    # joint (stage 3, fer_jax/joint.py)
+    "joint.steps": integer(0),
+    "joint.window": integer(1),
+    "joint.batch_size": integer(1),
+    "joint.learning_rate": number(0.0, lo_open=True),
+    "joint.ce_weight": number(0.0),
+    "joint.augment": boolean(),
+    "joint.log_every": integer(1),
+    "joint.eval_every": integer(1),
+    "joint.checkpoint_every": integer(1),
     # report
     "report.table": one_of("I", "II"),
 }
@@ -263,14 +274,58 @@ def _synthetic_set_fits_the_protocol(c):
     _fail("data.synthetic.max_length", s.max_length, f">= data.synthetic.min_length ({s.min_length})")
   p = c.protocol
   if c.data.name == "synthetic_expressions" and p.kind == "subject_independent":
-    try:  # The same splitter experiment.load_data will call, on the subjects the set will have.
-      splits.subject_independent_folds(list(range(s.num_subjects)), num_folds=p.num_folds,
-                                       val_fraction=p.val_fraction, test_fraction=p.test_fraction,
-                                       seed=c.seed)
+    subjects = [f"S{i}" for i in range(s.num_subjects)]  # The set is known before it is drawn.
+    try:  # The same splitter experiment.load_data will call.
+      folds = splits.subject_independent_folds(subjects, num_folds=p.num_folds,
+                                               val_fraction=p.val_fraction,
+                                               test_fraction=p.test_fraction, seed=c.seed)
     except ValueError as e:
       _fail("data.synthetic.num_subjects", s.num_subjects,
             "enough subjects for the protocol's folds (raise it, or lower protocol.num_folds, "
             "val_fraction or test_fraction)", str(e))
+    _check_folds(c, subjects, folds)
+
+
+def _check_folds(c, subjects, folds):
+  """The folds to run exist, and each fold's training subjects suffice for the CRF stage's splits."""
+  subjects = list(subjects)
+  wanted = range(len(folds)) if c.protocol.folds is None else c.protocol.folds
+  for k in wanted:
+    if not 0 <= k < len(folds):
+      _fail("protocol.folds", tuple(c.protocol.folds), f"None (all) or fold numbers 0..{len(folds) - 1}",
+            f"the protocol gave {len(folds)} fold(s)")
+    train_subjects = [subjects[i] for i in folds[k].train]
+    n = len(set(train_subjects))
+    # Inner CV (experiment.crf_variants fits sigma^2 both ways) and cross-fitting split the fold's
+    # training subjects as below; failing here saves training the fold's CNN first.
+    inner = [("crf.inner_cv_folds", c.crf.inner_cv_folds, 0.0)]
+    if c.crf.train_features == "cross_fit" or c.crf.compare_variants:
+      inner.append(("crf.cross_fit_folds", c.crf.cross_fit_folds, c.protocol.val_fraction))
+    for field, num_folds, val_fraction in inner:
+      try:
+        splits.subject_independent_folds(train_subjects, num_folds=num_folds,
+                                         val_fraction=val_fraction, test_fraction=None)
+      except ValueError as e:
+        _fail(field, num_folds, f"a split of fold {k}'s {n} training subjects (lower it, or "
+              "give the fold more training subjects)", str(e))
+
+
+def validate_folds(config, subjects, folds) -> None:
+  """Checks what depends on the loaded data, before any training: the folds named in protocol.folds
+  exist, and every fold's training subjects can be split for inner CV and cross-fitting.
+
+  Args:
+    config: the experiment ConfigDict (already through `validate`).
+    subjects: one subject id per sequence.
+    folds: the protocol's folds (indices into `subjects`).
+
+  Raises:
+    errors.ConfigError: naming the field, its value and the fix.
+  """
+  try:
+    _check_folds(config, subjects, folds)
+  except _Problem as e:
+    raise errors.ConfigError(str(e)) from None
 
 
 @combination
@@ -285,6 +340,9 @@ def _devices(c, num_devices: int, num_processes: int):
   if t.batch_size % num_devices:
     _fail("train.batch_size", t.batch_size, f"a multiple of the device count ({num_devices})",
           "the global batch is split evenly over all devices")
+  if c.joint.steps and c.joint.batch_size % num_devices:
+    _fail("joint.batch_size", c.joint.batch_size, f"a multiple of the device count ({num_devices})",
+          "stage 3's global batch of windows is split evenly over all devices")
   if t.eval_batch_size % num_processes:
     _fail("train.eval_batch_size", t.eval_batch_size,
           f"a multiple of the process count ({num_processes})")

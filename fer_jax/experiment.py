@@ -23,6 +23,7 @@ from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
+from fer_jax import config_validation
 from fer_jax import crf
 from fer_jax import crf_inputs
 from fer_jax import errors
@@ -450,6 +451,7 @@ def run(config, workdir: str) -> dict:
     with open(os.path.join(workdir, "config.json"), "w") as f:  # For fer_jax.predict.
       f.write(config.to_json_best_effort(indent=1))
   seqs, folds, database, protocol = load_data_in_turn(config)
+  config_validation.validate_folds(config, seqs.subjects, folds)  # Before any training.
   logging.info("%s: %d sequences, %d frames, %d subjects, classes %s; %s", database, len(seqs),
                seqs.num_frames, len(set(seqs.subjects)), seqs.class_names, protocol)
   wanted = range(len(folds)) if config.protocol.folds is None else config.protocol.folds

@@ -4,9 +4,11 @@ import os
 import subprocess
 import sys
 import time
+import types
 
 from absl import flags
 import ml_collections
+import numpy as np
 from ml_collections import config_flags
 import pytest
 
@@ -152,6 +154,8 @@ def test_every_rule_rejects_garbage(path):
     ("crf.train_features", "crossfit", "cross_fit"), ("crf.cross_fit_folds", 1, 2),
     ("crf.sigma2_selection", "val", "inner_cv"), ("crf.inner_cv_folds", 1, 2),
     ("crf.compare_variants", "yes", True), ("data.register", 1, False),
+    ("joint.steps", -1, 0), ("joint.window", 0, 1), ("joint.learning_rate", 0.0, 1e-4),
+    ("joint.ce_weight", -0.5, 0.0), ("joint.augment", None, True),
 ])
 def test_ranges_and_choices(path, bad, good):
   message = _problems(**{path: bad})
@@ -178,6 +182,9 @@ def test_ranges_and_choices(path, bad, good):
      "config.data.synthetic.num_subjects=10: 10 subjects are too few for 11-fold"),
     ({"data.synthetic.min_length": 12}, "config.data.synthetic.max_length=10; allowed: >= "
                                         "data.synthetic.min_length (12)"),
+    ({"crf.inner_cv_folds": 8}, "config.crf.inner_cv_folds=8: 7 subjects are too few for 8-fold"),
+    ({"crf.compare_variants": True, "crf.cross_fit_folds": 8},
+     "config.crf.cross_fit_folds=8: 7 subjects are too few for 8-fold"),
     ({"data.image_size": 16, "data.augment.crop_fraction": 0.01},
      "config.data.augment.crop_fraction=0.01; allowed: >= 0.03125"),
 ])
@@ -202,7 +209,7 @@ def test_combinations_that_pass():
 
 
 def test_device_and_process_split():
-  c = _config(**{"train.batch_size": 12, "train.eval_batch_size": 9})
+  c = _config(**{"train.batch_size": 12, "train.eval_batch_size": 9, "joint.batch_size": 12})
   config_validation.validate(c)  # No device count given: not checked.
   config_validation.validate(c, num_devices=4, num_processes=1)
   config_validation.validate(c, num_devices=12, num_processes=3)
@@ -211,6 +218,10 @@ def test_device_and_process_split():
   with pytest.raises(errors.ConfigError, match=r"eval_batch_size=9; allowed: a multiple of the "
                                                r"process count \(2\)"):
     config_validation.validate(c, num_devices=2, num_processes=2)
+  c = _config(**{"joint.batch_size": 6, "joint.steps": 0})
+  config_validation.validate(c, num_devices=4)  # Stage 3 off: not checked.
+  with pytest.raises(errors.ConfigError, match=r"joint.batch_size=6: .*device count \(4\)"):
+    config_validation.validate(_config(**{"joint.batch_size": 6, "joint.steps": 5}), num_devices=4)
 
 
 def test_every_problem_is_reported_at_once():
@@ -277,3 +288,25 @@ def test_cli_batch_must_split_over_the_devices(tmp_path):
   stderr, _ = _main(tmp_path, "--config.train.batch_size=12", devices=8)
   assert "config.train.batch_size=12" in stderr and "multiple of the device count (8)" in stderr
   assert "JAX process 0/1" in stderr  # Checked once JAX knows the devices, before any data.
+
+
+def test_folds_checked_after_loading_before_training(tmp_path, monkeypatch):
+  from fer_jax import experiment  # pylint: disable=g-import-not-at-top  (TF, JAX: heavy)
+  from fer_jax import train  # pylint: disable=g-import-not-at-top
+  from fer_jax.data import splits  # pylint: disable=g-import-not-at-top
+  subjects = np.array(["a", "a", "b", "c", "d", "e"])  # 5 subjects; fold 0 trains on b, c.
+  folds = [splits.Fold(train=np.array([2, 3]), val=np.array([4]), test=np.array([0, 1, 5]))]
+  config = _config(**{"crf.inner_cv_folds": 2})
+  config_validation.validate_folds(config, subjects, folds)  # 2 training subjects, 2 groups: fine.
+  config = _config(**{"crf.inner_cv_folds": 3})
+  with pytest.raises(errors.ConfigError, match="crf.inner_cv_folds=3: 2 subjects are too few"):
+    config_validation.validate_folds(config, subjects, folds)
+  config = _config(**{"protocol.folds": (1,)})
+  with pytest.raises(errors.ConfigError, match=r"protocol.folds=\(1,\): the protocol gave 1 fold"):
+    config_validation.validate_folds(config, subjects, folds)
+  # experiment.run checks them right after loading the data: no CNN is trained first.
+  monkeypatch.setattr(experiment, "load_data", lambda c: (types.SimpleNamespace(
+      subjects=subjects), folds, "x", "y"))
+  monkeypatch.setattr(train, "train_and_evaluate", lambda *a, **k: pytest.fail("trained"))
+  with pytest.raises(errors.ConfigError, match="protocol.folds"):
+    experiment.run(config, str(tmp_path))

@@ -1,15 +1,19 @@
 """The launch scripts, executed: launch/local.sh (one process, 2 devices) and launch/slurm.sbatch under a
 fake `srun` that starts 2 processes of 1 device each on 127.0.0.1 (jax.distributed reads SLURM's
-environment). Same global batch and data, so both must train the same network."""
+environment). Same global batch and data, so both must train the same network; a negative control (the
+same training in this process with a wrong per-host split) shows the comparison would catch a split bug."""
 import json
 import os
 import stat
 import subprocess
 
+import jax
 import numpy as np
 
 from configs import demo
+from fer_jax import experiment
 from fer_jax import train
+from fer_jax.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,6 +30,10 @@ for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 exit $status
 """
 
+# float32 sums in another order (1 process x 2 devices vs 2 x 1); on one machine the two launches agree
+# to the bit and the in-process run to ~1e-7.
+RTOL, ATOL = 1e-3, 1e-5
+
 
 def _env(tmp_path, devices):
   env = dict(os.environ)
@@ -38,16 +46,44 @@ def _flags(tmp_path):
   return [f"--config.data.data_dir={tmp_path / 'tfds'}", "--jax_cache="]
 
 
-def _params(workdir):
-  config = demo.get_config("smoke")
-  with open(os.path.join(workdir, "results.json")) as f:
-    num_classes = len(json.load(f)["class_names"])
-  model = train.load_model(config, os.path.join(workdir, "fold_0", "cnn"), num_classes)
+def _params(model):
+  """The model's parameters as {path: array}."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  return [np.asarray(x) for x in __import__("jax").tree.leaves(nnx.state(model, nnx.Param))]
+  pure = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  return {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(pure)}
 
 
-def test_local_and_slurm_launches_train_the_same_network(tmp_path):
+def _launched(workdir, config, num_classes):
+  return _params(train.load_model(config, os.path.join(workdir, "fold_0", "cnn"), num_classes))
+
+
+def _far(a, b):
+  """Parameter paths where a and b differ by more than the tolerance the launches must meet."""
+  return [k for k in a if not np.allclose(a[k], b[k], rtol=RTOL, atol=ATOL)]
+
+
+def _in_process_params(tmp_path, config, monkeypatch, wrong_split):
+  """Fold 0's CNN trained in this process as the launches train it (2 devices, same data and seed); with
+  `wrong_split`, both "hosts" read host 0's half of every global batch (a per-host split bug)."""
+  real_mesh, real_batches = train.make_mesh, pipeline.train_batches
+
+  def host0_twice(seqs, batch_size, **kwargs):
+    kwargs.update(process_index=0, process_count=2)
+    for b in real_batches(seqs, batch_size, **kwargs):
+      yield {k: np.concatenate([v, v]) for k, v in b.items()}
+
+  with monkeypatch.context() as m:
+    m.setattr(train, "make_mesh", lambda devices=None: real_mesh(devices or jax.devices()[:2]))
+    if wrong_split:
+      m.setattr(pipeline, "train_batches", host0_twice)
+    seqs, folds, _, _ = experiment.load_data(config)
+    workdir = tmp_path / f"in_process_{wrong_split}" / "cnn"
+    model = experiment.train_cnn(config, str(workdir), seqs.subset(folds[0].train),
+                                 seqs.subset(folds[0].val), len(seqs.class_names), config.seed)
+  return _params(model)
+
+
+def test_local_and_slurm_launches_train_the_same_network(tmp_path, monkeypatch):
   local = tmp_path / "local"
   subprocess.run(["bash", "launch/local.sh", "configs/demo.py:smoke", str(local)] + _flags(tmp_path),
                  cwd=ROOT, env=_env(tmp_path, 2), check=True, capture_output=True, timeout=600)
@@ -75,5 +111,17 @@ def test_local_and_slurm_launches_train_the_same_network(tmp_path):
   with open(multi / "results.json") as f:
     double = json.load(f)
   assert single["folds"][0]["sizes"] == double["folds"][0]["sizes"]
-  for a, b in zip(_params(str(local)), _params(str(multi))):
-    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+  config = demo.get_config("smoke")
+  with config.unlocked():
+    config.data.data_dir = str(tmp_path / "tfds")
+  num_classes = len(single["class_names"])
+  one, two = _launched(str(local), config, num_classes), _launched(str(multi), config, num_classes)
+  init = _params(train._create_model(config, num_classes))  # pylint: disable=protected-access
+  assert one.keys() == two.keys() == init.keys() and len(one) > 100
+  assert not _far(one, two)  # The same network, within the tolerance ...
+  assert len(_far(one, init)) > 0.75 * len(one)  # ... after training moved most parameters ...
+  # Negative control, in this process on 2 devices: the right split reproduces the launches, a wrong
+  # per-host split does not.
+  assert not _far(one, _in_process_params(tmp_path, config, monkeypatch, wrong_split=False))
+  assert len(_far(one, _in_process_params(tmp_path, config, monkeypatch, wrong_split=True))) > (
+      0.5 * len(one))
