@@ -27,7 +27,7 @@ from fer_jax.data import splits
 DATABASES = ("ck_plus", "mmi", "fera")  # experiment.DATABASES: the cross-database protocol's sets.
 DATA_NAMES = ("synthetic_expressions",) + DATABASES + ("cross_db",)  # builders.NAMES + "cross_db".
 MODEL_NAMES = ("inception_resnet",)  # models.create_model.
-MODEL_DTYPES = ("float32", "bfloat16")  # models.inception_resnet._DTYPES.
+MODEL_DTYPES = ("float32", "bfloat16", "float64")  # inception_resnet._DTYPES; float64: numerics only.
 MIN_INPUT_SIZE = 75  # models.inception_resnet.MIN_INPUT_SIZE.
 CRF_FEATURES = ("logits", "features")  # Keys of the model's outputs fed to the CRF.
 CRF_INPUT_PARTS = CRF_FEATURES + ("geometry",)  # crf_inputs.PARTS: joined by "+" in crf.features.
