@@ -33,6 +33,7 @@ from fer_jax import joint
 from fer_jax import metrics_writer
 from fer_jax import report
 from fer_jax import train
+from fer_jax.data import actors
 from fer_jax.data import labels as labels_lib
 from fer_jax.data import pipeline
 from fer_jax.data import splits
@@ -359,7 +360,7 @@ def run_fold(config, fold_dir: str, seqs, fold, k: int) -> dict:
   lap("cnn_outputs")
   landmarks = {name: s.landmarks for name, s in parts.items()}
   primary = f"{config.crf.train_features}/{config.crf.sigma2_selection}"
-  rows = {"cnn": evaluate.row_metrics(te["logits"].argmax(-1), te_tags, te_mask, neutral)}
+  predictions = {"cnn": te["logits"].argmax(-1)}  # Test tags [N, T] of every report row.
   fitted = {}
   for spec in specs:
     inputs, train_sets, val, test = _crf_data(config, spec, outs, landmarks, cross_fit)
@@ -370,8 +371,7 @@ def run_fold(config, fold_dir: str, seqs, fold, k: int) -> dict:
       selections = ("validation", "inner_cv")
     variants = crf_variants(config, train_sets, val, test, train_seqs.subjects, num_classes, seed,
                             selections)
-    rows[f"crf/{spec}"] = evaluate.row_metrics(variants[primary]["test_tags"], te_tags, te_mask,
-                                               neutral)
+    predictions[f"crf/{spec}"] = variants[primary]["test_tags"]
     fitted[spec] = (inputs, variants)
     lap(f"crf/{spec}")
   inputs, variants = fitted[config.crf.features]
@@ -386,7 +386,7 @@ def run_fold(config, fold_dir: str, seqs, fold, k: int) -> dict:
       "per_class_softmax": softmax["per_class"], "per_class_crf": with_crf["per_class"],
       "confusion_softmax": softmax["confusion"], "confusion_crf": with_crf["confusion"],
       "sigma2": variants[primary]["sigma2"], "crf_variant": primary,
-      "crf_features": config.crf.features, "rows": rows,
+      "crf_features": config.crf.features,
       "variants": {
           name: {"accuracy_crf": evaluate.frame_metrics(
                      evaluate.masked_frames(v["test_tags"], te_mask), true, num_classes)["accuracy"],
@@ -405,14 +405,35 @@ def run_fold(config, fold_dir: str, seqs, fold, k: int) -> dict:
         crf_input=crf_input, extra=extra, seqs=parts)
     result["accuracy_joint"] = evaluate.frame_metrics(
         evaluate.masked_frames(joint_tags, te_mask), true, num_classes)["accuracy"]
-    rows[f"joint/{config.crf.features}"] = evaluate.row_metrics(joint_tags, te_tags, te_mask, neutral)
+    predictions[f"joint/{config.crf.features}"] = joint_tags
     lap(f"joint/{config.crf.features}")
+  result["rows"] = {row: evaluate.row_metrics(tags, te_tags, te_mask, neutral)
+                    for row, tags in predictions.items()}
+  if config.protocol.kind == "official":  # FERA: test actors may also be training actors.
+    result["person_independent"] = person_independent_rows(
+        predictions, te_tags, te_mask, neutral, test_seqs.subjects,
+        np.concatenate([train_seqs.subjects, val_seqs.subjects]))
   result["seconds"] = seconds
   if jax.process_index() == 0:
     crf.save_crf(os.path.join(fold_dir, "crf.npz"), variants[primary]["params"],
                  variants[primary]["sigma2"], extras=inputs.to_extras())
     _write_json(os.path.join(fold_dir, "result.json"), result)
   return result
+
+
+def person_independent_rows(predictions, tags, mask, neutral, test_subjects, seen_subjects) -> dict:
+  """The report rows restricted to test sequences whose subject (FERA: actor cluster, data/actors.py)
+  is not among seen_subjects (training + validation): {"num_sequences", "rows": {row: row_metrics}}.
+
+  Args:
+    predictions: {row: test tags int [N, T]}; tags, mask: [N, T]; test_subjects: [N].
+  """
+  unseen = actors.unseen_in_training(test_subjects, seen_subjects)
+  out = {"num_sequences": int(unseen.sum()), "num_test_sequences": int(unseen.size), "rows": {}}
+  if unseen.any():
+    out["rows"] = {row: evaluate.row_metrics(np.asarray(p)[unseen], tags[unseen], mask[unseen], neutral)
+                   for row, p in predictions.items()}
+  return out
 
 
 def _write_json(path: str, obj):
@@ -438,6 +459,13 @@ def summarize(results: list, config, database: str, protocol: str, class_names) 
   summary["rows"] = {
       row: {m: evaluate.summarize([r["rows"][row][m] for r in results]) for m in ROW_METRICS}
       for row in results[0].get("rows", {}) if all(row in r.get("rows", {}) for r in results)}
+  if all(r.get("person_independent", {}).get("rows") for r in results):
+    pi = [r["person_independent"] for r in results]
+    summary["person_independent"] = {
+        "num_sequences": [p["num_sequences"] for p in pi],
+        "num_test_sequences": [p["num_test_sequences"] for p in pi],
+        "rows": {row: {m: evaluate.summarize([p["rows"][row][m] for p in pi]) for m in ROW_METRICS}
+                 for row in pi[0]["rows"] if all(row in p["rows"] for p in pi)}}
   return {"database": database, "table": config.report.table, "protocol": protocol,
           "class_names": list(class_names), "folds": results, "summary": summary,
           "crf_features": results[0].get("crf_features", config.crf.features),

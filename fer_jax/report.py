@@ -58,10 +58,13 @@ def _paper_cell(row: str, paper) -> str:
   return {"cnn": str(paper[1]), "crf/logits": str(paper[0])}.get(row, "")
 
 
-def results_table(results: dict, paper) -> list:
-  """Markdown lines of the one table: a row per method, frame and sequence accuracy, the paper."""
+def results_table(results: dict, paper, rows=None) -> list:
+  """Markdown lines of the one table: a row per method, frame and sequence accuracy, the paper.
+
+  rows: the summary rows to show (default results["summary"]["rows"]).
+  """
   s = results["summary"]
-  rows = s.get("rows") or {  # Results written before rows existed: frame accuracy only.
+  rows = rows or s.get("rows") or {  # Results written before rows existed: frame accuracy only.
       "cnn": {"frame_accuracy": s["accuracy_softmax"]},
       "crf/logits": {"frame_accuracy": s["accuracy_crf"]}}
   primary = results.get("crf_features", "logits")
@@ -103,6 +106,13 @@ def markdown(results: dict) -> str:
       "",
   ]
   lines += results_table(results, paper)
+  pi = s.get("person_independent")
+  if pi:
+    lines += [f"Person-independent (test actors never seen in training or validation: "
+              f"{', '.join(map(str, pi['num_sequences']))} of "
+              f"{', '.join(map(str, pi['num_test_sequences']))} test sequences; actors found from the "
+              "faces, fer_jax/data/actors.py):", ""]
+    lines += results_table(results, paper, rows=pi["rows"])[:-4] + [""]
   timed = [f["seconds"] for f in results["folds"] if "seconds" in f]
   if timed:
     stages = [k for k in timed[0] if all(k in t for t in timed)]

@@ -229,15 +229,16 @@ MMI_SESSIONS = [
     (12, "S003-001", "2", 4, "0", None, True),  # stills: left out
     (13, "S003-002", "7", 4, "0", None, False),  # not a basic-six code: left out
     (14, "S003-003", None, 4, "0", None, False),  # no emotion: left out
+    (15, "S003-004", "5", 4, "2", None, False),  # sadness, dual view: kept (registration picks the half)
 ]
 
 
 def test_mmi_records(tmp_path):
   truth = fake.write_mmi(str(tmp_path / "mmi"), MMI_SESSIONS, size=SIZE)
   records = _load(mmi.make_builder(_config("mmi", tmp_path)))["train"]
-  assert sorted(records) == ["S001-002", "S001-003", "S002-001"]
+  assert sorted(records) == ["S001-002", "S001-003", "S002-001", "S003-004"]
   expected = {"S001-002": [0, 0, 4, 4, 4, 4, 0, 0], "S001-003": [0, 0, 6, 6, 6, 6, 0, 0, 0],
-              "S002-001": [0, 1, 1, 1, 1, 0]}
+              "S002-001": [0, 1, 1, 1, 1, 0], "S003-004": [0, 5, 5, 0]}
   for name, ex in records.items():
     np.testing.assert_array_equal(ex["labels"], expected[name])
     np.testing.assert_array_equal(ex["frames"], truth[name][0])  # Lossless AVI round trip.

@@ -47,3 +47,23 @@ def test_stage_times_are_reported():
   out = experiment.summarize([_fold(0, 0.5), _fold(1, 0.5)], demo.get_config(), "ck_plus", "p",
                              ["c"] * 7)
   assert "cnn 10, crf/logits 2." in report.markdown(out)  # Means of 10, 11 and of 2, 2 (rounded).
+
+
+def test_person_independent_rows_score_only_unseen_actors():
+  # Three test sequences of 2 frames (neutral = 0); actor "a" was seen in training, "b" and "c" not.
+  tags = np.array([[0, 1], [0, 2], [0, 3]])
+  mask = np.ones_like(tags, bool)
+  predictions = {"cnn": np.array([[0, 1], [0, 1], [0, 3]]),  # unseen frames right: 1 of 2, 2 of 2.
+                 "crf/logits": np.array([[2, 2], [0, 2], [0, 3]])}  # unseen: all right.
+  out = experiment.person_independent_rows(predictions, tags, mask, 0, ["a", "b", "c"], ["a", "x"])
+  assert out["num_sequences"] == 2 and out["num_test_sequences"] == 3
+  assert out["rows"]["cnn"]["frame_accuracy"] == 0.75
+  assert out["rows"]["cnn"]["sequence_accuracy_last"] == 0.5  # b's last frame wrong, c's right.
+  assert out["rows"]["crf/logits"]["frame_accuracy"] == 1.0
+  none_unseen = experiment.person_independent_rows(predictions, tags, mask, 0, ["a"] * 3, ["a"])
+  assert none_unseen["num_sequences"] == 0 and none_unseen["rows"] == {}
+  folds = [dict(_fold(0, 0.5), person_independent=out)]
+  summary = experiment.summarize(folds, demo.get_config(), "fera", "p", ["c"] * 7)
+  text = report.markdown(summary)
+  assert "Person-independent (test actors never seen in training or validation: 2 of 3" in text
+  assert "| CNN (softmax, no CRF) | 75.00 | 50.00 |" in text

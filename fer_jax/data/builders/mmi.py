@@ -1,9 +1,11 @@
 """TFDS builder for the MMI Facial Expression Database: frontal videos of the six basic emotions.
 
 A session is used when it holds a video and its metadata names an Emotion 1..6 (anger, disgust, fear,
-happiness, sadness, surprise) and, where session.xml gives a view, the view is 0 (frontal). Sessions of
-stills, without an emotion, with another emotion code, or of another view are counted in the log and
-left out (they are not part of the six-emotion set). Per-frame labels: neutral -> apex -> neutral, from
+happiness, sadness, surprise) and, where session.xml gives a view, the view is 0 (frontal) or 2 (dual
+view: frontal and profile side by side; registration keeps the half with the frontal face, and turns
+view-0 videos stored on their side upright; see registration.Registrar). Sessions of stills, without an
+emotion, with another emotion code, or of another view (1: profile) are counted in the log and left out
+(they are not part of the six-emotion set). Per-frame labels: neutral -> apex -> neutral, from
 the session's onset/offset annotation (-oao_aucs.xml) when present, else data.neutral_fraction.
 
 The -oao_aucs.xml markers. Each <ActionUnit Number=".."> holds <Marker Frame=".." Type=".."/> elements
@@ -175,7 +177,7 @@ class Mmi(common.SequenceBuilder, skip_registration=True):
           missing.append(os.path.relpath(os.path.join(folder, stem), manual_dir))
         elif not videos:
           left_out["stills, no video"] += 1
-        elif view not in (None, "0"):
+        elif view not in (None, "0", "2"):
           left_out[f"view {view}"] += 1
         elif code is None:
           left_out["no emotion"] += 1
