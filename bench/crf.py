@@ -5,9 +5,11 @@ that its peak memory (ru_maxrss) is its own; the parent checks that both sides c
 numbers (log-likelihood to 1e-4; both fitted models scored by the same objective code).
 
   1. log-likelihood + gradient, B=64, T=100, K=7: fer_jax vs torchcrf.CRF with the same values.
-  2. full-batch fit, N=200, T<=30, D=32, K=7, sigma2=10: fer_jax (jaxopt L-BFGS) vs CRFsuite L-BFGS
-     (c2 = 1/(2 sigma2), real-valued attributes + constant bias attribute, all states/transitions,
-     feature.minfreq = -1e30 so that no (attribute, label) feature is dropped).
+  2. full-batch fit at the DEFAULT settings of both sides (ours: crf.fit's tol and max_iter; CRFsuite:
+     its own stopping rule), N = 200 and 2,000, T<=30, D=32, K=7, sigma2 = 1 and 10: fer_jax
+     (jaxopt and optax L-BFGS) vs CRFsuite L-BFGS (c2 = 1/(2 sigma2), real-valued attributes +
+     constant bias attribute, all states/transitions, feature.minfreq = -1e30 so that no
+     (attribute, label) feature is dropped).
      CRFsuite has no start/end features: its model is scored with start = end = 0 (a special case of
      ours, so our optimum can only be lower or equal).
   3. log Z time vs T (100, 1000, 10000), sequential vs parallel.
@@ -31,12 +33,15 @@ if __package__ in (None, ""):  # run as `python bench/crf.py`
 _CASE = flags.DEFINE_string("case", None, "Internal: run one timed case in this process.")
 _OUT = flags.DEFINE_string("out", None, "Internal: where the case writes its arrays (npz).")
 _REPEATS = flags.DEFINE_integer("repeats", 20, "Timed repetitions (the minimum is reported).")
+_SECTIONS = flags.DEFINE_list("sections", ["1", "2", "3"], "Which parts to run (1: LL, 2: fit, 3: log Z).")
 
 LL = dict(b=64, t=100, k=7)
-FIT = dict(n=200, t=30, d=32, k=7, sigma2=10.0, tol=1e-3, max_iter=500)
+FIT = dict(t=30, d=32, k=7)
+FIT_N = (200, 2000)
+FIT_SIGMA2 = (1.0, 10.0)
 # Timed fits per side: ours after one untimed (compiling) call, CRFsuite's train() on a fresh
 # Trainer each time (its append is timed apart); the minimum is reported.
-FIT_REPEATS = 5
+FIT_REPEATS = {200: 5, 2000: 2}
 SCALING_T = (100, 1000, 10_000)
 SCALING_B = 8
 
@@ -90,10 +95,10 @@ def _logsumexp(x, axis):
   return np.squeeze(m, axis) + np.log(np.sum(np.exp(x - m), axis=axis))
 
 
-def fit_data():
+def fit_data(n=200):
   """Features, and tags sampled exactly from a known CRF (forward filter, backward sample)."""
   rng = np.random.default_rng(1)
-  n, t, d, k = FIT["n"], FIT["t"], FIT["d"], FIT["k"]
+  t, d, k = FIT["t"], FIT["d"], FIT["k"]
   w = rng.normal(size=(d, k)) * 0.3
   tr = np.eye(k) * 2.0 + rng.normal(size=(k, k)) * 0.5
   lengths = rng.integers(20, t + 1, size=n)
@@ -164,16 +169,15 @@ def case_ll_torch(threads=None):
               torch_threads=torch.get_num_threads())
 
 
-def case_fit_jax(solver="jaxopt"):
+def case_fit_jax(n, sigma2, solver="jaxopt"):
   from fer_jax import crf  # pylint: disable=g-import-not-at-top
-  feats, tags, mask = fit_data()
-  kw = dict(sigma2=FIT["sigma2"], solver=solver, max_iter=FIT["max_iter"], tol=FIT["tol"],
-            num_classes=FIT["k"])
+  feats, tags, mask = fit_data(n)
+  kw = dict(sigma2=sigma2, solver=solver, num_classes=FIT["k"])  # default tol and max_iter
   t0 = time.perf_counter()
   crf.fit(feats, tags, mask, **kw)
   first = time.perf_counter() - t0
   times = []
-  for _ in range(FIT_REPEATS):
+  for _ in range(FIT_REPEATS[n]):
     t0 = time.perf_counter()
     params, info = crf.fit(feats, tags, mask, **kw)
     times.append(time.perf_counter() - t0)
@@ -183,14 +187,14 @@ def case_fit_jax(solver="jaxopt"):
               converged=info.converged, objective=info.objective)
 
 
-def case_fit_crfsuite():
+def case_fit_crfsuite(n, sigma2):
   import pycrfsuite  # pylint: disable=g-import-not-at-top
-  feats, tags, mask = fit_data()
+  feats, tags, mask = fit_data(n)
   d, k = FIT["d"], FIT["k"]
   names = [f"f{i}" for i in range(d)]
   with tempfile.TemporaryDirectory() as tmp:
     times, append_times = [], []
-    for _ in range(FIT_REPEATS):
+    for _ in range(FIT_REPEATS[n]):
       trainer = pycrfsuite.Trainer(verbose=False)
       t0 = time.perf_counter()
       for x, y, m in zip(feats, tags, mask):
@@ -202,9 +206,9 @@ def case_fit_crfsuite():
       # attribute's values over the training items is >= minfreq (default 0), which silently drops
       # about 100 of the 231 (attribute, label) pairs of real-valued features even with
       # possible_states (its objective then stalls ~400 above the full model's optimum).
-      trainer.set_params({"c1": 0.0, "c2": 1.0 / (2.0 * FIT["sigma2"]),
+      trainer.set_params({"c1": 0.0, "c2": 1.0 / (2.0 * sigma2),
                           "feature.possible_states": True, "feature.possible_transitions": True,
-                          "feature.minfreq": -1e30, "max_iterations": FIT["max_iter"]})
+                          "feature.minfreq": -1e30})  # its default stopping rule
       path = os.path.join(tmp, "model.crfsuite")
       t0 = time.perf_counter()
       trainer.train(path)
@@ -250,9 +254,11 @@ CASES = {
     "ll_jax_parallel": lambda: case_ll_jax("parallel"),
     "ll_torch": case_ll_torch,
     "ll_torch_1thread": lambda: case_ll_torch(1),
-    "fit_jax": case_fit_jax,
-    "fit_jax_optax": lambda: case_fit_jax("optax"),
-    "fit_crfsuite": case_fit_crfsuite,
+    **{f"fit_jax_{n}_{s}": (lambda n=n, s=s: case_fit_jax(n, s)) for n in FIT_N for s in FIT_SIGMA2},
+    **{f"fit_jax_optax_{n}_{s}": (lambda n=n, s=s: case_fit_jax(n, s, "optax")) for n in FIT_N
+       for s in FIT_SIGMA2},
+    **{f"fit_crfsuite_{n}_{s}": (lambda n=n, s=s: case_fit_crfsuite(n, s)) for n in FIT_N
+       for s in FIT_SIGMA2},
     **{f"logz_{m}_{t}": (lambda m=m, t=t: case_logz(m, t)) for m in ("sequential", "parallel")
        for t in SCALING_T},
 }
@@ -277,12 +283,12 @@ def run_case(name, out=None):
   return result
 
 
-def _objective(npz_path, feats, tags, mask):
+def _objective(npz_path, feats, tags, mask, sigma2):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from fer_jax import crf  # pylint: disable=g-import-not-at-top
   with np.load(npz_path) as z:
     params = crf.CRFParams(**{f: jnp.asarray(z[f]) for f in z.files})
-  return float(crf.objective(params, feats, tags, mask, FIT["sigma2"]))
+  return float(crf.objective(params, feats, tags, mask, sigma2))
 
 
 def check_same_log_likelihood():
@@ -317,6 +323,16 @@ def main(argv):
   say(f"machine: {os.cpu_count()} CPU cores; times are warm minima over repeats; peak = VmHWM "
       "of the case's own process (includes the framework import).")
 
+  if "1" in _SECTIONS.value:
+    section_ll(say)
+  if "2" in _SECTIONS.value:
+    section_fit(say)
+  if "3" in _SECTIONS.value:
+    section_logz(say)
+
+
+def section_ll(say):
+  """Log-likelihood + gradient vs pytorch-crf."""
   rel = check_same_log_likelihood()
   say(f"\n1) log-likelihood + gradient, B={LL['b']} T={LL['t']} K={LL['k']} (same values; max "
       f"relative LL difference fer_jax vs torchcrf {rel:.1e})")
@@ -330,29 +346,40 @@ def main(argv):
   say(f"  speed-up vs pytorch-crf's faster setting: {best_torch / jx['time_s']:.1f}x (sequential), "
       f"{best_torch / jp['time_s']:.1f}x (parallel)")
 
-  feats, tags, mask = fit_data()
-  say(f"\n2) fit, N={FIT['n']} T<={FIT['t']} D={FIT['d']} K={FIT['k']} sigma2={FIT['sigma2']} "
-      f"(ours: tol {FIT['tol']} on |grad|; CRFsuite: default stopping, c2=1/(2 sigma2); both warm, "
-      f"min of {FIT_REPEATS} fits)")
-  with tempfile.TemporaryDirectory() as tmp:
-    res = {}
-    for name in ("fit_jax", "fit_jax_optax", "fit_crfsuite"):
-      res[name] = run_case(name, os.path.join(tmp, name + ".npz"))
-      res[name]["obj"] = _objective(os.path.join(tmp, name + ".npz"), feats, tags, mask)
-  cs = res["fit_crfsuite"]
-  for name, label in (("fit_jax", "fer_jax jaxopt.LBFGS"), ("fit_jax_optax", "fer_jax optax.lbfgs"),
-                      ("fit_crfsuite", "CRFsuite lbfgs (start=end=0)")):
-    r = res[name]
-    extra = (f"compile {r['compile_s']:.1f} s, converged {r['converged']}" if "compile_s" in r
-             else f"+ append {r['append_s']:.3f} s, its own loss {r['crfsuite_loss']:.3f}, "
-             f"{r['num_features']} features")
-    say(f"  {label:30s} objective {r['obj']:.3f}  train {r['time_s']:.3f} s  "
-        f"{r['iterations']} it  peak {r['peak_mib']:.0f} MiB  ({extra})")
-  for name in ("fit_jax", "fit_jax_optax"):
-    say(f"  {name}: objective - CRFsuite's = {res[name]['obj'] - cs['obj']:+.3f}; speed-up "
-        f"{cs['time_s'] / res[name]['time_s']:.1f}x on train, "
-        f"{(cs['time_s'] + cs['append_s']) / res[name]['time_s']:.1f}x incl. CRFsuite's append")
 
+
+def section_fit(say):
+  """Fit at the defaults vs CRFsuite."""
+  say(f"\n2) fit at DEFAULT settings, T<={FIT['t']} D={FIT['d']} K={FIT['k']} (ours: crf.fit defaults; "
+      "CRFsuite: its default stopping, c2=1/(2 sigma2); both warm, min over repeats; objectives "
+      "scored by fer_jax.crf.objective)")
+  for n in FIT_N:
+    feats, tags, mask = fit_data(n)
+    for sigma2 in FIT_SIGMA2:
+      say(f"  N={n} sigma2={sigma2:g} ({int(mask.sum())} frames)")
+      with tempfile.TemporaryDirectory() as tmp:
+        res = {}
+        for side in ("fit_jax", "fit_jax_optax", "fit_crfsuite"):
+          name = f"{side}_{n}_{sigma2}"
+          res[side] = run_case(name, os.path.join(tmp, name + ".npz"))
+          res[side]["obj"] = _objective(os.path.join(tmp, name + ".npz"), feats, tags, mask, sigma2)
+      cs = res["fit_crfsuite"]
+      for side, label in (("fit_jax", "fer_jax jaxopt.LBFGS"), ("fit_jax_optax", "fer_jax optax.lbfgs"),
+                          ("fit_crfsuite", "CRFsuite lbfgs (start=end=0)")):
+        r = res[side]
+        extra = (f"compile {r['compile_s']:.1f} s, converged {r['converged']}" if "compile_s" in r
+                 else f"+ append {r['append_s']:.3f} s, its own loss {r['crfsuite_loss']:.3f}")
+        say(f"    {label:30s} objective {r['obj']:.3f}  train {r['time_s']:.3f} s  "
+            f"{r['iterations']} it  peak {r['peak_mib']:.0f} MiB  ({extra})")
+      for side in ("fit_jax", "fit_jax_optax"):
+        say(f"    {side}: objective - CRFsuite's = {res[side]['obj'] - cs['obj']:+.3f}; speed-up "
+            f"{cs['time_s'] / res[side]['time_s']:.1f}x on train, "
+            f"{(cs['time_s'] + cs['append_s']) / res[side]['time_s']:.1f}x incl. CRFsuite's append")
+
+
+
+def section_logz(say):
+  """log Z time vs T."""
   say(f"\n3) log Z scaling, B={SCALING_B} K={LL['k']}, |unaries| <= 50")
   for t in SCALING_T:
     row = []

@@ -74,6 +74,11 @@ def get_base_config():
   c.data.synthetic.min_length = 12
   c.data.synthetic.max_length = 24
   c.data.synthetic.seed = 0
+  # How hard single frames are: pixel noise std (fraction of 255, >= 0), chance of an occluded frame
+  # ([0, 1]) and landmark noise std (fraction of the inter-ocular distance, >= 0).
+  c.data.synthetic.noise = 0.07
+  c.data.synthetic.occlusion_prob = 0.12
+  c.data.synthetic.landmark_noise = 0.03
   # Stage-1 augmentation of training frames.
   c.data.augment = ml_collections.ConfigDict()
   c.data.augment.flip = True  # Random horizontal flip.
@@ -114,12 +119,19 @@ def get_base_config():
   c.train.checkpoint_every = 2_000
   c.train.eval_batch_size = 128
 
-  # --- Stage 2: CRF (fer_jax/crf.py).
+  # --- Stage 2: CRF (fer_jax/crf/).
   c.crf = ml_collections.ConfigDict()
-  c.crf.features = "logits"  # Model output fed to the CRF: "logits" (FC2, paper) or "features" (FC1).
+  # The CRF's input (the primary row): "logits" (FC2, the paper), "features" (FC1), "geometry" (landmark
+  # geometry, fer_jax/geometry.py) joined by "+", e.g. "logits+geometry" (fused); each dimension
+  # standardised with training-frame statistics saved with the CRF.
+  c.crf.features = "logits"
+  # More CRF rows fitted and reported beside the primary one (same CNN, same folds; the primary is
+  # not fitted twice); () for none.
+  c.crf.compare_features = ("logits", "geometry", "logits+geometry")
+  c.crf.geometry_reference = "first"  # Geometry: displacement from the first frame too; "none": not.
   c.crf.solver = "jaxopt"  # jaxopt | optax (both L-BFGS).
   c.crf.max_iter = 500
-  c.crf.tol = 1e-4  # Gradient-norm tolerance.
+  c.crf.tol = 1e-5  # crf.fit tol: l2 norm of the per-frame gradient (objective / frames; scale-free).
   c.crf.sigma2_grid = (0.01, 0.1, 1.0, 10.0, 100.0)
   c.crf.train_features = "in_sample"  # in_sample (paper) | cross_fit (out-of-fold CNN outputs).
   c.crf.cross_fit_folds = 3  # cross_fit: CNNs trained for this many splits of the training subjects.
@@ -147,15 +159,31 @@ def get_base_config():
   return c
 
 
+def ours(c):
+  """Our method as the primary row: the CRF on fused [FC2 logits, geometry] inputs, then stage 3 (joint
+  CNN + CRF fine-tuning). The paper's rows (CNN, CNN + CRF) stay in the table beside it."""
+  c.crf.features = "logits+geometry"
+  if c.joint.steps == 0:  # A config that tunes stage 3 keeps its own cadence.
+    steps = max(1, c.train.num_steps // 10)
+    c.joint.update(steps=steps, eval_every=max(1, steps // 5), checkpoint_every=max(1, steps // 5),
+                   log_every=max(1, min(c.joint.log_every, steps // 5)))
+
+
 def paper_config(database: str, arg=None, protocol: str = "subject_independent"):
-  """Table I config for one database: the paper's network, optimiser and protocol; ":tiny" shrinks it."""
-  arg = parse_arg(arg, tiny=False)
+  """Table I config for one database: the paper's network, optimiser and protocol.
+
+  Variants: ":tiny" shrinks it for a CPU smoke run; ":ours" makes our method (fused + joint) the
+  primary row; ":ours,tiny" both.
+  """
+  arg = parse_arg(arg, tiny=False, ours=False)
   c = get_base_config()
   c.data.name = database
   c.protocol.kind = protocol
   c.report.table = "I"
   if arg.tiny:
     tiny(c)
+  if arg.ours:
+    ours(c)
   c.lock()
   return c
 

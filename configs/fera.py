@@ -1,6 +1,8 @@
 """Table I, GEMEP-FERA: the official train/test split; the paper's network at 299x299 and its optimiser.
 
-Variants: "--config=configs/fera.py:tiny" shrinks everything for a CPU smoke run.
+Variants: "--config=configs/fera.py:tiny" shrinks everything for a CPU smoke run; ":ours" makes our
+method (CRF on fused logits + geometry, then joint CNN + CRF fine-tuning) the primary row, the paper's
+rows beside it; ":ours,tiny" both.
 """
 from configs import default
 

@@ -30,6 +30,13 @@ MODEL_NAMES = ("inception_resnet",)  # models.create_model.
 MODEL_DTYPES = ("float32", "bfloat16")  # models.inception_resnet._DTYPES.
 MIN_INPUT_SIZE = 75  # models.inception_resnet.MIN_INPUT_SIZE.
 CRF_FEATURES = ("logits", "features")  # Keys of the model's outputs fed to the CRF.
+CRF_INPUT_PARTS = CRF_FEATURES + ("geometry",)  # crf_inputs.PARTS: joined by "+" in crf.features.
+GEOMETRY_REFERENCES = ("first", "none")  # geometry.REFERENCES.
+
+
+def _feature_set(v) -> bool:
+  parts = v.split("+") if isinstance(v, str) else []
+  return bool(parts) and all(p in CRF_INPUT_PARTS for p in parts) and len(set(parts)) == len(parts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +135,9 @@ RULES: dict[str, Rule] = {
     "data.synthetic.min_length": integer(3),
     "data.synthetic.max_length": integer(3),
     "data.synthetic.seed": integer(0),
+    "data.synthetic.noise": number(0.0),
+    "data.synthetic.occlusion_prob": number(0.0, 1.0),
+    "data.synthetic.landmark_noise": number(0.0),
     "data.augment.flip": boolean(),
     "data.augment.crop_fraction": number(0.0, 1.0, lo_open=True),
     "data.augment.brightness": number(0.0, 1.0),
@@ -159,7 +169,11 @@ RULES: dict[str, Rule] = {
     "train.checkpoint_every": integer(1),
     "train.eval_batch_size": integer(1),
     # crf
-    "crf.features": one_of(*CRF_FEATURES),
+    "crf.features": check(_feature_set, f"one or more of {CRF_INPUT_PARTS} joined by '+', each once"),
+    "crf.compare_features": check(
+        lambda v: isinstance(v, (tuple, list)) and all(_feature_set(x) for x in v),
+        f"a tuple of feature sets, each one or more of {CRF_INPUT_PARTS} joined by '+'"),
+    "crf.geometry_reference": one_of(*GEOMETRY_REFERENCES),
     "crf.solver": one_of("jaxopt", "optax"),
     "crf.max_iter": integer(1),
     "crf.tol": number(0.0, lo_open=True),

@@ -1,14 +1,21 @@
-"""One experiment end to end: protocol folds -> CNN (stage 1) -> features -> CRF (stage 2) -> results.
+"""One experiment end to end: protocol folds -> CNN (stage 1) -> CRF inputs -> CRF (stage 2) -> stage 3
+(joint CNN + CRF, when joint.steps > 0) -> results.
+
+Rows (one per method, each with frame and sequence accuracy on the test sequences): "cnn" (softmax),
+"crf/<spec>" for the CRF on every feature set of crf.features and crf.compare_features (e.g. logits,
+geometry, logits+geometry; crf_inputs.py), "joint/<spec>" for stage 3 on crf.features.
 
 Workdir layout:
   fold_<k>/cnn/                 stage-1 checkpoints, metrics.jsonl, TensorBoard events (train.py)
   fold_<k>/cross_fit_<j>/cnn/   CNNs trained without training-subject group j (cross-fitted CRF features)
+  fold_<k>/crf.npz              the CRF on crf.features with its input spec and standardisation (predict)
+  fold_<k>/joint/               stage 3 (joint.py)
   fold_<k>/result.json          the finished fold (a rerun skips it)
   results.json, report.md, confusion_softmax.png, confusion_crf.png, tensorboard/
 """
-import dataclasses
 import json
 import os
+import time
 
 from absl import logging
 import jax
@@ -18,7 +25,10 @@ import numpy as np
 
 from fer_jax import config_validation
 from fer_jax import crf
+from fer_jax import crf_inputs
+from fer_jax import errors
 from fer_jax import evaluate
+from fer_jax import geometry
 from fer_jax import joint
 from fer_jax import metrics_writer
 from fer_jax import report
@@ -28,6 +38,7 @@ from fer_jax.data import pipeline
 from fer_jax.data import splits
 
 DATABASES = ("ck_plus", "mmi", "fera")
+ROW_METRICS = ("frame_accuracy", "sequence_accuracy_last", "sequence_accuracy_majority")
 
 
 def _data_config(config, name: str, manual_dir):
@@ -104,7 +115,7 @@ def to_shared_space(seqs, shared_classes, prefix: str):
   class absent from the space (neutral when FERA is held out) are cut from the ends of the sequence.
   Subject ids become "<prefix>/<id>" so that ids of different databases never collide.
   """
-  keep_idx, frames, labels = [], [], []
+  keep_idx, frames, labels, points = [], [], [], []
   neutral = seqs.class_names.index("neutral") if "neutral" in seqs.class_names else -1
   for i, (x, y) in enumerate(zip(seqs.frames, seqs.labels)):
     mapped, keep = labels_lib.to_shared(y, seqs.class_names, shared_classes)
@@ -117,11 +128,13 @@ def to_shared_space(seqs, shared_classes, prefix: str):
     keep_idx.append(i)
     frames.append(x[keep])
     labels.append(mapped[keep])
+    points.append(seqs.landmarks[i][keep])
   logging.info("Shared label space %s: kept %d of %d sequences.", shared_classes, len(keep_idx),
                len(seqs))
   subjects = np.array([f"{prefix}/{s}" for s in seqs.subjects[keep_idx]], dtype=object)
   return pipeline.Sequences(frames=frames, labels=labels, subjects=subjects,
-                            names=seqs.names[keep_idx], class_names=tuple(shared_classes))
+                            names=seqs.names[keep_idx], class_names=tuple(shared_classes),
+                            landmarks=points)
 
 
 def train_cnn(config, workdir: str, train_seqs, val_seqs, num_classes: int, seed: int):
@@ -154,44 +167,35 @@ def model_outputs(model, config, seqs):
 
 def cross_fitted_outputs(config, fold_dir, train_seqs, num_classes, seed):
   """Out-of-fold CNN outputs for the training sequences: each group of training subjects is predicted
-  by a CNN trained on the other groups (validated on a subject-disjoint slice of them)."""
+  by a CNN trained on the other groups (validated on a subject-disjoint slice of them).
+
+  Returns:
+    {"logits": [N, T, C], "features": [N, T, F]} float32, 0 at padding.
+  """
   inner = splits.subject_independent_folds(
       train_seqs.subjects, num_folds=config.crf.cross_fit_folds,
       val_fraction=config.protocol.val_fraction, test_fraction=None, seed=seed)
-  key = config.crf.features
-  values = None
+  t_max = max(len(l) for l in train_seqs.labels)
+  values = {}
   for j, f in enumerate(inner):
     logging.info("Cross-fit CNN %d/%d: %d training sequences, predicting %d.", j + 1, len(inner),
                  len(f.train), len(f.test))
     model = train_cnn(config, os.path.join(fold_dir, f"cross_fit_{j}", "cnn"),
                       train_seqs.subset(f.train), train_seqs.subset(f.val), num_classes, seed + 100 + j)
     out, _, _ = model_outputs(model, config, train_seqs.subset(f.test))
-    if values is None:
-      shape = (len(train_seqs), max(len(l) for l in train_seqs.labels), out[key].shape[-1])
-      values = np.zeros(shape, np.float32)
-    values[f.test, :out[key].shape[1]] = out[key]
+    for key, v in out.items():
+      if key not in values:
+        values[key] = np.zeros((len(train_seqs), t_max, v.shape[-1]), np.float32)
+      values[key][f.test, :v.shape[1]] = v
   return values
 
 
-def select_sigma2_inner_cv(x, tags, mask, subjects, config, num_classes, seed):
-  """sigma^2 by inner cross-validation over the training subjects: pooled frame accuracy of CRFs fitted
-  on the other subject groups. Returns (sigma2, {sigma2: accuracy})."""
+def inner_cv_folds(subjects, config, seed):
+  """(fit, held-out) index pairs over the training sequences: subject-disjoint groups for
+  crf.select_sigma2_inner_cv."""
   inner = splits.subject_independent_folds(subjects, num_folds=config.crf.inner_cv_folds,
                                            val_fraction=0.0, test_fraction=None, seed=seed)
-  scores = {}
-  for sigma2 in config.crf.sigma2_grid:
-    correct = total = 0
-    for f in inner:
-      train_idx = np.concatenate([f.train, f.val]).astype(int)
-      params, _ = crf.fit(x[train_idx], tags[train_idx], mask[train_idx], sigma2=sigma2,
-                          **_fit_kwargs(config, num_classes))
-      pred = np.asarray(crf.predict(params, x[f.test], mask[f.test]))
-      m = mask[f.test]
-      correct += int((pred == tags[f.test])[m].sum())
-      total += int(m.sum())
-    scores[float(sigma2)] = correct / total
-  best = max(scores, key=lambda s: (scores[s], -abs(np.log10(s))))
-  return best, scores
+  return [(np.concatenate([f.train, f.val]).astype(int), f.test) for f in inner]
 
 
 def _fit_kwargs(config, num_classes):
@@ -199,27 +203,30 @@ def _fit_kwargs(config, num_classes):
               num_classes=num_classes)
 
 
-def crf_variants(config, train_sets, val, test, train_subjects, num_classes, seed):
+def crf_variants(config, train_sets, val, test, train_subjects, num_classes, seed,
+                 selections=("validation", "inner_cv")):
   """Fits the CRF for every (training features, sigma^2 selection) variant and decodes the test set.
 
   Args:
     train_sets: {"in_sample" | "cross_fit": (x [N, T, D], tags, mask)} training sequences.
     val, test: (x, tags, mask) of the validation and test sequences (CNN outputs of the fold's CNN).
+    selections: the sigma^2 selections to run ("validation", "inner_cv").
 
   Returns:
     {"<features>/<selection>": {"sigma2", "test_tags" [N, T], "selection_scores"}}.
   """
   out = {}
+  kwargs = _fit_kwargs(config, num_classes)
+  grid = config.crf.sigma2_grid
   for features, (x, tags, mask) in train_sets.items():
-    for selection in ("validation", "inner_cv"):
+    fits = crf.fit_path(x, tags, mask, grid, **kwargs)  # shared by both selections
+    for selection in selections:
       if selection == "validation":
-        sigma2, _, table = crf.select_sigma2((x, tags, mask), val, config.crf.sigma2_grid,
-                                             **_fit_kwargs(config, num_classes))
-        scores = table
+        sigma2, params, scores = crf.select_sigma2((x, tags, mask), val, grid, fits=fits, **kwargs)
       else:
-        sigma2, scores = select_sigma2_inner_cv(x, tags, mask, train_subjects, config, num_classes,
-                                                seed)
-      params, info = crf.fit(x, tags, mask, sigma2=sigma2, **_fit_kwargs(config, num_classes))
+        sigma2, params, scores = crf.select_sigma2_inner_cv(
+            (x, tags, mask), inner_cv_folds(train_subjects, config, seed), grid, fits=fits, **kwargs)
+      info = fits[float(sigma2)][1]
       logging.info("CRF %s/%s: sigma2=%g objective=%.4g iterations=%d converged=%s", features,
                    selection, sigma2, float(info.objective), int(info.iterations), bool(info.converged))
       out[f"{features}/{selection}"] = {
@@ -240,26 +247,134 @@ def _jsonable(x):
   return x
 
 
+def feature_sets(config) -> list:
+  """The CRF input specs of a run: crf.features (the primary row), then crf.compare_features."""
+  primary = config.crf.features
+  return [primary] + [f for f in config.crf.compare_features if f != primary]
+
+
+def _usable_feature_sets(config, seqs) -> list:
+  """feature_sets, less the geometry ones when the data set has no landmarks (an error if primary)."""
+  has_landmarks = any(np.isfinite(p).any() for p in seqs.landmarks)
+  out = []
+  for spec in feature_sets(config):
+    if crf_inputs.CrfInputs(spec, config.crf.geometry_reference).uses_geometry and not has_landmarks:
+      if spec == config.crf.features:
+        raise errors.ConfigError(
+            f"crf.features={spec!r} uses geometry, but {config.data.name} has no landmarks: rebuild "
+            "it with a builder version that stores them, or set crf.features='logits'.")
+      logging.warning("%s has no landmarks: the %r CRF row is skipped.", config.data.name, spec)
+      continue
+    out.append(spec)
+  return out
+
+
+def _crf_data(config, spec, outs, landmarks, cross_fit):
+  """Standardised CRF inputs of every split for one feature set.
+
+  Args:
+    outs: {"train" | "val" | "test": (model outputs {name: [N, T, .]}, tags [N, T], mask [N, T])}.
+    landmarks: {split: list of [T_i, 68, 2]}.
+    cross_fit: cross-fitted training outputs {name: [N, T, .]} or None.
+
+  Returns:
+    (CrfInputs fitted on the training frames, train_sets {"in_sample" (, "cross_fit"): (x, tags,
+    mask)}, val (x, tags, mask), test (x, tags, mask)); x float32 [N, T, D], 0 at padding.
+  """
+  inputs = crf_inputs.CrfInputs(spec, config.crf.geometry_reference)
+  raw = {name: inputs.raw_sequences(o, landmarks[name], m) for name, (o, _, m) in outs.items()}
+  inputs = inputs.fit(raw["train"], outs["train"][2])
+  data = {name: (inputs.standardise(x) * outs[name][2][..., None], outs[name][1], outs[name][2])
+          for name, x in raw.items()}
+  train_sets = {"in_sample": data["train"]}
+  if cross_fit is not None:
+    _, tags, mask = outs["train"]
+    x = inputs.standardise(inputs.raw_sequences(cross_fit, landmarks["train"], mask))
+    train_sets["cross_fit"] = (x * mask[..., None], tags, mask)
+  return inputs, train_sets, data["val"], data["test"]
+
+
+def joint_inputs(inputs, parts: dict):
+  """Stage 3's view of stage 2's CRF input: the CNN parts standardised inside the model, the geometry
+  part (standardised here, NaN -> 0) as a constant per-frame input after them.
+
+  Args:
+    inputs: the fitted crf_inputs.CrfInputs of crf.features.
+    parts: {"train" | "val" | "test": Sequences}.
+
+  Returns:
+    (joint.CRFInput, extra {split: list of float32 [T_i, G]} or None without geometry).
+  """
+  cnn = tuple(p for p in inputs.parts if p != "geometry")
+  if not cnn or (inputs.uses_geometry and inputs.parts[-1] != "geometry"):
+    raise errors.ConfigError(
+        f"joint.steps > 0 with crf.features={inputs.spec!r}: stage 3 fine-tunes the CNN, so the CRF "
+        "input needs a CNN part and geometry (if any) last, e.g. 'logits' or 'logits+geometry'.")
+  if not inputs.uses_geometry:
+    return joint.CRFInput(keys=cnn, mean=inputs.mean, std=inputs.std), None
+  g = geometry.num_features(inputs.reference)
+  mean, std = inputs.mean.copy(), inputs.std.copy()
+  mean[-g:], std[-g:] = 0.0, 1.0  # Already standardised in `extra`.
+  extra = {name: [inputs.standardised_geometry(p) for p in s.landmarks] for name, s in parts.items()}
+  return joint.CRFInput(keys=cnn, mean=mean, std=std), extra
+
+
+def neutral_index(class_names):
+  """The index of "neutral" in class_names, or None (FERA has no neutral class)."""
+  return list(class_names).index("neutral") if "neutral" in class_names else None
+
+
 def run_fold(config, fold_dir: str, seqs, fold, k: int) -> dict:
-  """Both stages on one fold; returns the fold's result dict (also written to fold_dir/result.json)."""
+  """Both stages on one fold; returns the fold's result dict (also written to fold_dir/result.json).
+
+  result["rows"] holds one evaluate.row_metrics dict (frame and sequence accuracy on the test set) per
+  method: "cnn" (softmax), "crf/<spec>" for every feature set of feature_sets(config).
+  """
   num_classes = len(seqs.class_names)
+  neutral = neutral_index(seqs.class_names)
   seed = config.seed + 1000 * k
-  train_seqs, val_seqs, test_seqs = (seqs.subset(fold.train), seqs.subset(fold.val),
-                                     seqs.subset(fold.test))
+  parts = {"train": seqs.subset(fold.train), "val": seqs.subset(fold.val),
+           "test": seqs.subset(fold.test)}
+  train_seqs, val_seqs, test_seqs = parts["train"], parts["val"], parts["test"]
   logging.info("Fold %d: %d/%d/%d sequences (%d/%d/%d frames) train/val/test.", k, len(train_seqs),
                len(val_seqs), len(test_seqs), train_seqs.num_frames, val_seqs.num_frames,
                test_seqs.num_frames)
+  specs = _usable_feature_sets(config, seqs)
+  seconds = {}  # Wall time of each stage of this fold (this process).
+  clock = time.perf_counter()
+
+  def lap(name):
+    nonlocal clock
+    now = time.perf_counter()
+    seconds[name] = now - clock
+    clock = now
+
   model = train_cnn(config, os.path.join(fold_dir, "cnn"), train_seqs, val_seqs, num_classes, seed)
-  key = config.crf.features
-  (tr, tr_tags, tr_mask), (va, va_tags, va_mask), (te, te_tags, te_mask) = (
-      model_outputs(model, config, s) for s in (train_seqs, val_seqs, test_seqs))
-  train_sets = {"in_sample": (tr[key], tr_tags, tr_mask)}
+  lap("cnn")
+  outs = {name: model_outputs(model, config, s) for name, s in parts.items()}
+  te, te_tags, te_mask = outs["test"]
+  cross_fit = None
   if config.crf.train_features == "cross_fit" or config.crf.compare_variants:
-    cf = cross_fitted_outputs(config, fold_dir, train_seqs, num_classes, seed)
-    train_sets["cross_fit"] = (cf, tr_tags, tr_mask)
-  variants = crf_variants(config, train_sets, (va[key], va_tags, va_mask),
-                          (te[key], te_tags, te_mask), train_seqs.subjects, num_classes, seed)
+    cross_fit = cross_fitted_outputs(config, fold_dir, train_seqs, num_classes, seed)
+  lap("cnn_outputs")
+  landmarks = {name: s.landmarks for name, s in parts.items()}
   primary = f"{config.crf.train_features}/{config.crf.sigma2_selection}"
+  rows = {"cnn": evaluate.row_metrics(te["logits"].argmax(-1), te_tags, te_mask, neutral)}
+  fitted = {}
+  for spec in specs:
+    inputs, train_sets, val, test = _crf_data(config, spec, outs, landmarks, cross_fit)
+    if spec != config.crf.features:  # Compared rows: the configured variant only.
+      train_sets = {config.crf.train_features: train_sets[config.crf.train_features]}
+      selections = (config.crf.sigma2_selection,)
+    else:
+      selections = ("validation", "inner_cv")
+    variants = crf_variants(config, train_sets, val, test, train_seqs.subjects, num_classes, seed,
+                            selections)
+    rows[f"crf/{spec}"] = evaluate.row_metrics(variants[primary]["test_tags"], te_tags, te_mask,
+                                               neutral)
+    fitted[spec] = (inputs, variants)
+    lap(f"crf/{spec}")
+  inputs, variants = fitted[config.crf.features]
   true = evaluate.masked_frames(te_tags, te_mask)
   softmax = evaluate.frame_metrics(evaluate.masked_frames(te["logits"].argmax(-1), te_mask), true,
                                    num_classes)
@@ -271,6 +386,7 @@ def run_fold(config, fold_dir: str, seqs, fold, k: int) -> dict:
       "per_class_softmax": softmax["per_class"], "per_class_crf": with_crf["per_class"],
       "confusion_softmax": softmax["confusion"], "confusion_crf": with_crf["confusion"],
       "sigma2": variants[primary]["sigma2"], "crf_variant": primary,
+      "crf_features": config.crf.features, "rows": rows,
       "variants": {
           name: {"accuracy_crf": evaluate.frame_metrics(
                      evaluate.masked_frames(v["test_tags"], te_mask), true, num_classes)["accuracy"],
@@ -282,33 +398,21 @@ def run_fold(config, fold_dir: str, seqs, fold, k: int) -> dict:
       "test_subjects": sorted(set(str(s) for s in test_seqs.subjects)),
   }
   if config.joint.steps > 0:  # Stage 3 from this CNN and the configured CRF variant.
+    crf_input, extra = joint_inputs(inputs, parts)
     joint_tags, result["joint"] = joint.run_stage(
         config, os.path.join(fold_dir, "joint"), model=model, crf_params=variants[primary]["params"],
         sigma2=variants[primary]["sigma2"], num_classes=num_classes, seed=seed,
-        crf_input=joint.CRFInput(keys=(key,)),
-        seqs={"train": train_seqs, "val": val_seqs, "test": test_seqs})
+        crf_input=crf_input, extra=extra, seqs=parts)
     result["accuracy_joint"] = evaluate.frame_metrics(
         evaluate.masked_frames(joint_tags, te_mask), true, num_classes)["accuracy"]
+    rows[f"joint/{config.crf.features}"] = evaluate.row_metrics(joint_tags, te_tags, te_mask, neutral)
+    lap(f"joint/{config.crf.features}")
+  result["seconds"] = seconds
   if jax.process_index() == 0:
-    save_crf(os.path.join(fold_dir, "crf.npz"), variants[primary]["params"], variants[primary]["sigma2"])
+    crf.save_crf(os.path.join(fold_dir, "crf.npz"), variants[primary]["params"],
+                 variants[primary]["sigma2"], extras=inputs.to_extras())
     _write_json(os.path.join(fold_dir, "result.json"), result)
   return result
-
-
-def save_crf(path: str, params, sigma2: float):
-  """Writes the fold's CRF (the configured variant) for fer_jax.predict."""
-  arrays = {f.name: np.asarray(getattr(params, f.name)) for f in dataclasses.fields(crf.CRFParams)}
-  np.savez(path, sigma2=sigma2, **arrays)
-
-
-def load_crf(path: str):
-  """Reads a CRF written by save_crf. Returns (CRFParams, sigma2)."""
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: the fold has not finished stage 2; run "
-                            "`python -m fer_jax.main` with the same --config and --workdir first.")
-  with np.load(path) as z:
-    fields = [f.name for f in dataclasses.fields(crf.CRFParams)]
-    return crf.CRFParams(**{name: z[name] for name in fields}), float(z["sigma2"])
 
 
 def _write_json(path: str, obj):
@@ -319,6 +423,11 @@ def _write_json(path: str, obj):
 
 
 def summarize(results: list, config, database: str, protocol: str, class_names) -> dict:
+  """results.json: the folds and, per metric, mean and sample std over folds (evaluate.summarize).
+
+  summary["rows"][row][metric] for every row present in all folds and metric frame_accuracy,
+  sequence_accuracy_last, sequence_accuracy_majority.
+  """
   summary = {m: evaluate.summarize([r[m] for r in results])
              for m in ("accuracy_softmax", "accuracy_crf", "accuracy_joint")
              if all(m in r for r in results)}
@@ -326,8 +435,12 @@ def summarize(results: list, config, database: str, protocol: str, class_names) 
   names = [primary] + sorted(n for n in results[0]["variants"] if n != primary)
   summary["variants"] = {n: evaluate.summarize([r["variants"][n]["accuracy_crf"] for r in results])
                          for n in names if all(n in r["variants"] for r in results)}
+  summary["rows"] = {
+      row: {m: evaluate.summarize([r["rows"][row][m] for r in results]) for m in ROW_METRICS}
+      for row in results[0].get("rows", {}) if all(row in r.get("rows", {}) for r in results)}
   return {"database": database, "table": config.report.table, "protocol": protocol,
           "class_names": list(class_names), "folds": results, "summary": summary,
+          "crf_features": results[0].get("crf_features", config.crf.features),
           "config": config.to_dict()}
 
 
@@ -368,9 +481,12 @@ def run(config, workdir: str) -> dict:
 
 
 def _write_tensorboard(results: dict, workdir: str):
-  """Test accuracies per fold to workdir/metrics.jsonl and TensorBoard (step = fold)."""
+  """Test accuracies per fold to workdir/metrics.jsonl and TensorBoard (step = fold): the softmax and
+  primary CRF frame accuracies and, per row, "<row>/<metric>" for ROW_METRICS."""
   writer = metrics_writer.MetricWriter(workdir)
   writer.truncate_after(-1)  # A rerun writes every fold again.
   for r in results["folds"]:
-    writer.write(r["fold"], "test", {m: r[m] for m in ("accuracy_softmax", "accuracy_crf")})
+    scalars = {m: r[m] for m in ("accuracy_softmax", "accuracy_crf")}
+    scalars.update({f"{row}/{m}": v[m] for row, v in r.get("rows", {}).items() for m in ROW_METRICS})
+    writer.write(r["fold"], "test", scalars)
   writer.close()

@@ -1,26 +1,35 @@
 """Per-frame expressions for a user's video: `python -m fer_jax.predict --workdir=DIR --video=PATH`.
 
 A video file or a folder of frame images (natural sort: frame_2 before frame_10), read by
-fer_jax.data.media, -> dlib face registration (data/registration.py) -> the fold's trained CNN
-(train.load_model on <workdir>/fold_<k>/cnn) -> the fold's CRF (<workdir>/fold_<k>/crf.npz) over the
-model output named by config.crf.features -> per-frame label, CRF marginals, CNN softmax.
+fer_jax.data.media, -> dlib face registration (data/registration.py, online: no look-ahead) -> the
+fold's trained CNN (train.load_model on <workdir>/fold_<k>/cnn) -> the CRF input of
+config.crf.features (crf_inputs.CrfInputs with the training statistics saved in crf.npz) -> the
+fold's CRF (<workdir>/fold_<k>/crf.npz) -> per-frame label, CRF marginals, CNN softmax.
 
 Every input frame gets a row. Its `face` column is the registration's status: "detected" (the
 detector found a face), "tracked" (between detections when --redetect_every > 1: the previous
 box moved with the landmarks), "fallback" (detection failed: the previous frame's box) or "none"
-(no face detected yet: frames before the first detection). "none" frames have label -1 (an empty label) and
-NaN (empty) probabilities; the CRF runs over the other frames, in order, as one sequence.
+(no face detected yet: frames before the first detection). "none" frames have label -1 (an empty
+label) and NaN (empty) probabilities; the CRF runs over the other frames, in order, as one sequence.
+
+Offline (the default for a file or folder) reads the whole clip, then runs the CRF over it (Viterbi
+labels, marginals given the whole clip). Streaming (a webcam index, a URL or a pipe, or --stream;
+fer_jax/streaming.py) writes each row as soon as it is decided, after --lag / --lag_seconds more
+frames (max-marginal labels, marginals given the frames so far).
 
 Outputs (CLI): a CSV (default <workdir>/predictions/<video stem>_fold<k>.csv; header frame, time_s,
 face, label, crf_<class>..., softmax_<class>...), optionally JSON (--json), an annotated video
-(--render=PATH) and a plot of the probabilities over time (--plot=PATH). Existing files are never
-overwritten without --overwrite.
+(--render=PATH: face box coloured by status, --landmarks: the 68 points, label, probability bars)
+and a plot of the probabilities over time (--plot=PATH). Existing files are never overwritten
+without --overwrite.
 """
 import csv
 import dataclasses
 import json
 import math
 import os
+import re
+import stat
 import sys
 import time
 from typing import Optional
@@ -32,8 +41,8 @@ import ml_collections
 import numpy as np
 
 from fer_jax import crf
+from fer_jax import crf_inputs
 from fer_jax import errors
-from fer_jax import experiment
 from fer_jax import tf_devices
 from fer_jax import train
 from fer_jax.data import media
@@ -46,6 +55,32 @@ _CREATE = ("python -m fer_jax.main --config=configs/<experiment>.py --workdir={w
 
 
 UnreadableVideoError = errors.UnreadableVideoError
+
+
+@dataclasses.dataclass
+class FrameRow:
+  """One frame's prediction (one CSV row) for K classes; offline and streaming produce the same.
+
+  Attributes:
+    index: the frame's index in the input (0-based).
+    time_s: index / fps.
+    face: "detected" | "tracked" | "fallback" | "none" (see the module docstring).
+    label: the CRF's label, -1 where no face.
+    crf_probs: float32 [K], CRF marginals; NaN where no face.
+    softmax_probs: float32 [K], the CNN's softmax; NaN where no face.
+    box: the face box (left, top, right, bottom) in the input frame's pixels, or None.
+    points: float32 [68, 2], the 68 landmarks (x, y) in the input frame's pixels, or None.
+    arrival: time.perf_counter() when the frame arrived (streaming only), else None.
+  """
+  index: int
+  time_s: float
+  face: str
+  label: int
+  crf_probs: np.ndarray
+  softmax_probs: np.ndarray
+  box: Optional[tuple] = None
+  points: Optional[np.ndarray] = None
+  arrival: Optional[float] = None
 
 
 @dataclasses.dataclass
@@ -62,6 +97,9 @@ class PredictionResult:
     source: the video file or frame folder.
     timings: seconds per stage: "load" (model, CRF), "decode", "registration", "cnn" (includes the
       jit compile), "crf".
+    boxes: float32 [T, 4], the face box (left, top, right, bottom) in input pixels; NaN rows where
+      no face.
+    points: float32 [T, 68, 2], the 68 landmarks (x, y) in input pixels; NaN where no face.
   """
   class_names: list
   labels: np.ndarray
@@ -71,10 +109,46 @@ class PredictionResult:
   fps: float
   source: str
   timings: dict = dataclasses.field(default_factory=dict)
+  boxes: Optional[np.ndarray] = None
+  points: Optional[np.ndarray] = None
+
+  def __post_init__(self):
+    t = len(self.labels)
+    if self.boxes is None:
+      self.boxes = np.full((t, 4), np.nan, np.float32)
+    if self.points is None:
+      self.points = np.full((t, 68, 2), np.nan, np.float32)
 
   @property
   def num_frames(self) -> int:
     return len(self.labels)
+
+  def row(self, t: int) -> FrameRow:
+    """Frame t as a FrameRow."""
+    box = None if np.isnan(self.boxes[t]).any() else tuple(float(v) for v in self.boxes[t])
+    points = None if np.isnan(self.points[t]).all() else self.points[t]
+    return FrameRow(index=t, time_s=float(self.times[t]), face=self.face_status[t],
+                    label=int(self.labels[t]), crf_probs=self.crf_probs[t],
+                    softmax_probs=self.softmax_probs[t], box=box, points=points)
+
+  @classmethod
+  def from_rows(cls, rows, class_names, fps: float, source: str, timings=None):
+    """The result holding `rows` (FrameRows of frames 0..T-1, in order)."""
+    if [r.index for r in rows] != list(range(len(rows))):
+      raise ValueError("from_rows needs the rows of frames 0..T-1 in order.")
+    k = len(class_names)
+    t = len(rows)
+    result = cls(class_names=list(class_names), labels=np.array([r.label for r in rows], np.int32),
+                 crf_probs=np.array([r.crf_probs for r in rows], np.float32).reshape(t, k),
+                 softmax_probs=np.array([r.softmax_probs for r in rows], np.float32).reshape(t, k),
+                 face_status=[r.face for r in rows], fps=fps, source=source,
+                 timings=dict(timings or {}))
+    for i, r in enumerate(rows):
+      if r.box is not None:
+        result.boxes[i] = r.box
+      if r.points is not None:
+        result.points[i] = r.points
+    return result
 
   @property
   def times(self) -> np.ndarray:
@@ -135,8 +209,26 @@ def class_names(workdir: str, num_classes: int) -> list[str]:
   return [f"class_{k}" for k in range(num_classes)]
 
 
-def load_fold(workdir: str, fold: int = 0):
-  """(config, model, CRFParams, class names) of one fold of an experiment workdir."""
+@dataclasses.dataclass
+class Fold:
+  """What prediction reads from one fold of an experiment workdir.
+
+  Attributes:
+    config: the experiment's config.
+    model: the fold's best CNN (flax.nnx, eval mode).
+    params: its crf.CRFParams ([D, K] weights).
+    inputs: crf_inputs.CrfInputs: the CRF's input per frame (feature set, training statistics).
+    class_names: K names.
+  """
+  config: ml_collections.ConfigDict
+  model: object
+  params: crf.CRFParams
+  inputs: crf_inputs.CrfInputs
+  class_names: list
+
+
+def load_fold(workdir: str, fold: int = 0) -> Fold:
+  """The Fold (config, CNN, CRF and its input builder, class names) of an experiment workdir."""
   config = load_config(workdir)
   fold_dir = os.path.join(workdir, f"fold_{fold}")
   cnn_dir = os.path.join(fold_dir, "cnn")
@@ -145,11 +237,12 @@ def load_fold(workdir: str, fold: int = 0):
     raise FileNotFoundError(f"{cnn_dir} not found: fold {fold} has no trained CNN (folds here: "
                             f"{have or 'none'}); pass --fold or run "
                             + _CREATE.format(workdir=workdir))
-  params, _ = experiment.load_crf(os.path.join(fold_dir, "crf.npz"))
+  params, _, extras = crf.load_crf(os.path.join(fold_dir, "crf.npz"))
+  inputs = crf_inputs.CrfInputs.from_extras(extras)
   num_classes = int(np.shape(params.weights)[1])
   names = class_names(workdir, num_classes)
   model = train.load_model(config, cnn_dir, num_classes, which="best")
-  return config, model, params, names
+  return Fold(config, model, params, inputs, names)
 
 
 # ----------------------------------------------------------------------------- prediction
@@ -199,41 +292,52 @@ def predict_video(workdir: str, video: str, fold: int = 0, *, redetect_every: in
   start = time.perf_counter()
   with media.open_source(video) as source:
     rate = float(fps or source.fps or FOLDER_FPS)
-    config, model, params, names = load_fold(workdir, fold)
+    f = load_fold(workdir, fold)
     timings["load"] = time.perf_counter() - start
 
     start = time.perf_counter()
     frames = _Timed(source)
-    registrar = registration.Registrar(config.data.image_size, redetect_every=redetect_every)
-    faces, info = registrar.register_sequence(frames, source=video)
+    registrar = registration.Registrar(f.config.data.image_size, redetect_every=redetect_every)
+    # Online registration: frames before the first detection get no face (no box from the future).
+    regs = list(registrar.stream(frames, source=video))
   timings["decode"] = frames.seconds
   timings["registration"] = time.perf_counter() - start - frames.seconds
-  status = face_status(info["status"])
+  status = face_status([r.status for r in regs])
   has_face = np.array([s != NO_FACE for s in status])
+  if not has_face.any():
+    raise registration.NoFaceError(
+        f"No face found in any of the {len(regs)} frames of {video}. Check the video shows a "
+        "frontal face (turned or side-by-side views are searched in its first frames).")
+  found = [r for r, ok in zip(regs, has_face) if ok]
   logging.info("%s: %d frames, %d with a face (%s).", video, len(status), has_face.sum(),
                {s: status.count(s) for s in sorted(set(status))})
 
   start = time.perf_counter()
-  batch_size = max(1, min(int(config.train.eval_batch_size), int(has_face.sum())))
-  out = train.predict_batches(model, config, _batches(faces[has_face], batch_size))
+  batch_size = max(1, min(int(f.config.train.eval_batch_size), len(found)))
+  out = train.predict_batches(f.model, f.config,
+                              _batches(np.stack([r.face for r in found]), batch_size))
   timings["cnn"] = time.perf_counter() - start
 
   start = time.perf_counter()
-  x = out[config.crf.features][None]  # [1, N, D]
+  x = f.inputs(out, np.stack([r.landmarks for r in found]))[None]  # [1, N, D]
   mask = np.ones(x.shape[:2], bool)
-  marginals = np.asarray(crf.predict_marginals(params, x, mask))[0]
-  tags = np.asarray(crf.predict(params, x, mask))[0]
+  marginals = np.asarray(crf.predict_marginals(f.params, x, mask))[0]
+  tags = np.asarray(crf.predict(f.params, x, mask))[0]
   timings["crf"] = time.perf_counter() - start
 
-  t, k = len(status), len(names)
+  t, k = len(status), len(f.class_names)
   result = PredictionResult(
-      class_names=names, labels=np.full(t, -1, np.int32),
+      class_names=f.class_names, labels=np.full(t, -1, np.int32),
       crf_probs=np.full((t, k), np.nan, np.float32),
       softmax_probs=np.full((t, k), np.nan, np.float32),
       face_status=status, fps=rate, source=video, timings=timings)
   result.labels[has_face] = tags
   result.crf_probs[has_face] = marginals
   result.softmax_probs[has_face] = softmax(out["logits"])
+  for i in np.flatnonzero(has_face):
+    if regs[i].box is not None:
+      result.boxes[i] = regs[i].box
+    result.points[i] = regs[i].image_landmarks
   return result
 
 
@@ -264,17 +368,19 @@ def _prob(p: float) -> str:
   return "" if math.isnan(p) else f"{p:.6f}"
 
 
+def csv_row(row: FrameRow, names) -> list:
+  """A FrameRow as CSV cells (csv_header's columns); empty label and probabilities where no face."""
+  return ([row.index, f"{row.time_s:.4f}", row.face, names[row.label] if row.label >= 0 else ""]
+          + [_prob(p) for p in row.crf_probs] + [_prob(p) for p in row.softmax_probs])
+
+
 def write_csv(result: PredictionResult, path: str):
   """One row per input frame; empty label and probabilities where no face."""
   with open(path, "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(csv_header(result.class_names))
     for t in range(result.num_frames):
-      label = result.labels[t]
-      w.writerow([t, f"{result.times[t]:.4f}", result.face_status[t],
-                  result.class_names[label] if label >= 0 else ""]
-                 + [_prob(p) for p in result.crf_probs[t]]
-                 + [_prob(p) for p in result.softmax_probs[t]])
+      w.writerow(csv_row(result.row(t), result.class_names))
 
 
 def write_json(result: PredictionResult, path: str):
@@ -290,51 +396,82 @@ def write_json(result: PredictionResult, path: str):
                "timings_s": result.timings, "frames": frames}, f, indent=1)
 
 
-def annotate(frame: np.ndarray, result: PredictionResult, t: int) -> np.ndarray:
-  """uint8 [H, W, 3] -> the frame with its label and a CRF probability bar per class."""
+BOX_COLOURS = {"detected": (0, 220, 0), "tracked": (255, 220, 0), "fallback": (255, 120, 0)}
+
+
+def annotate(frame: np.ndarray, row: FrameRow, class_names,
+             draw_points: bool = False) -> np.ndarray:
+  """uint8 [H, W, 3] -> the frame with the face read (box, status, optionally the 68 points), its
+  label and a CRF probability bar per class."""
   from PIL import Image, ImageDraw, ImageFont  # pylint: disable=g-import-not-at-top
   img = Image.fromarray(frame)
   h, w = frame.shape[:2]
-  k = len(result.class_names)
+  k = len(class_names)
   line = max(10, min(h // (k + 3), 22))
   font = ImageFont.load_default(size=max(8, line - 4))
   draw = ImageDraw.Draw(img, "RGBA")
-  label = result.labels[t]
-  title = (f"{result.class_names[label]} {result.crf_probs[t, label]:.2f} ({result.face_status[t]})"
-           if label >= 0 else "no face")
+  label = row.label
+  if row.box is not None:
+    colour = BOX_COLOURS.get(row.face, (255, 255, 255))
+    left, top, right, bottom = row.box
+    draw.rectangle([left, top, right, bottom], outline=colour, width=max(1, min(h, w) // 200 + 1))
+    draw.text((left + 2, max(line + 6, top - line)), row.face, fill=colour, font=font)
+  if draw_points and row.points is not None:
+    r = max(1.0, min(h, w) / 300)
+    for x, y in row.points:
+      if np.isfinite(x) and np.isfinite(y):
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=(0, 255, 255))
+  title = (f"{class_names[label]} {row.crf_probs[label]:.2f} ({row.face})" if label >= 0
+           else "no face")
   draw.rectangle([0, 0, w, line + 4], fill=(0, 0, 0, 160))
   draw.text((4, 2), title, fill=(255, 255, 255), font=font)
   panel_w = max(60, w // 3)
   top = h - k * line - 4
   draw.rectangle([0, top, panel_w, h], fill=(0, 0, 0, 140))
-  for c, name in enumerate(result.class_names):
+  for c, name in enumerate(class_names):
     y = top + 2 + c * line
-    p = 0.0 if label < 0 else float(result.crf_probs[t, c])
+    p = 0.0 if label < 0 else float(row.crf_probs[c])
     colour = (255, 200, 0) if c == label else (80, 170, 255)
     draw.rectangle([2, y + 1, 2 + int(p * (panel_w - 4)), y + line - 2], fill=colour + (200,))
     draw.text((4, y), name, fill=(255, 255, 255), font=font)
   return np.asarray(img)
 
 
-def render_video(result: PredictionResult, path: str):
+class VideoWriter:
+  """Writes uint8 [H, W, 3] frames to an H.264 file at `fps` (frames padded to even sides)."""
+
+  def __init__(self, path: str, fps: float):
+    self.path, self.fps = path, fps
+    self._writer = None
+
+  def write(self, frame: np.ndarray):
+    import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
+    h, w = frame.shape[:2]
+    frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)))  # yuv420p needs even sides.
+    if self._writer is None:
+      self._writer = imageio_ffmpeg.write_frames(
+          self.path, (frame.shape[1], frame.shape[0]), fps=self.fps, macro_block_size=1,
+          ffmpeg_log_level="error")
+      self._writer.send(None)
+    self._writer.send(np.ascontiguousarray(frame))
+
+  def close(self):
+    if self._writer is not None:
+      self._writer.close()
+      self._writer = None
+
+
+def render_video(result: PredictionResult, path: str, draw_points: bool = False):
   """Writes the input frames, annotated (see annotate), as a video at the input frame rate."""
-  import imageio_ffmpeg  # pylint: disable=g-import-not-at-top
-  writer = None
+  writer = VideoWriter(path, result.fps)
   try:
     with media.open_source(result.source) as frames:
       for t, frame in enumerate(frames):
         if t >= result.num_frames:
           break
-        h, w = frame.shape[:2]
-        frame = np.pad(annotate(frame, result, t), ((0, h % 2), (0, w % 2), (0, 0)))  # yuv420p: even.
-        if writer is None:
-          writer = imageio_ffmpeg.write_frames(path, (frame.shape[1], frame.shape[0]), fps=result.fps,
-                                               macro_block_size=1, ffmpeg_log_level="error")
-          writer.send(None)
-        writer.send(np.ascontiguousarray(frame))
+        writer.write(annotate(frame, result.row(t), result.class_names, draw_points))
   finally:
-    if writer is not None:
-      writer.close()
+    writer.close()
 
 
 def plot_probabilities(result: PredictionResult, path: str):
@@ -369,28 +506,57 @@ def define_flags(flag_values=flags.FLAGS):
   """Defines the CLI flags (only when run as a script: fer_jax.main also has --workdir)."""
   fv = {"flag_values": flag_values}
   flags.DEFINE_string("workdir", None, "Experiment workdir (from python -m fer_jax.main).", **fv)
-  flags.DEFINE_string("video", None, "A video file or a folder of frame images.", **fv)
+  flags.DEFINE_string("video", None, "A video file, a folder of frame images, a webcam index (0), "
+                      "or a stream URL / pipe that ffmpeg reads (the last three stream).", **fv)
   flags.DEFINE_integer("fold", 0, "Which fold's CNN and CRF to use.", **fv)
   flags.DEFINE_string("output", None, "CSV path; default "
                       "<workdir>/predictions/<video stem>_fold<k>.csv.", **fv)
   flags.DEFINE_bool("json", False, "Also write JSON next to the CSV (same name, .json).", **fv)
-  flags.DEFINE_string("render", None, "Also write an annotated video (label, probability bars) "
-                      "to this path.", **fv)
+  flags.DEFINE_string("render", None, "Also write an annotated video (face box and status, label, "
+                      "probability bars) to this path.", **fv)
+  flags.DEFINE_bool("landmarks", False, "Draw the 68 landmarks in the --render video.", **fv)
   flags.DEFINE_string("plot", None, "Also write a PNG of the probabilities over time here.", **fv)
   flags.DEFINE_bool("overwrite", False, "Replace existing output files.", **fv)
   flags.DEFINE_integer("redetect_every", 1, "Detect faces every N-th frame, track between.", **fv)
   flags.DEFINE_float("fps", None, "Frame rate for time_s (default: the video's; 30 for a "
                      "folder).", **fv)
+  flags.DEFINE_bool("stream", False, "Stream a video file or folder: write each frame's row as "
+                    "soon as it is decided (a webcam, URL or pipe always streams).", **fv)
+  flags.DEFINE_integer("lag", None, "Streaming: decide each frame's label after this many more "
+                       "face frames (0: filtering). Adds to --lag_seconds.", **fv)
+  flags.DEFINE_float("lag_seconds", None, "Streaming: the lag in seconds, converted to frames with "
+                     "the frame rate. Adds to --lag; default 0.5 when neither is given.", **fv)
   flags.mark_flags_as_required(["workdir", "video"], flag_values=flag_values)
 
 
 FLAGS = flags.FLAGS
 
 USER_ERRORS = (errors.FerError, FileNotFoundError, FileExistsError)
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_live(video) -> bool:
+  """True for a source read as it arrives: a webcam index ("0"), a URL (scheme://...), a pipe."""
+  video = os.fspath(video) if not isinstance(video, int) else str(video)
+  if video.isdigit() and not os.path.exists(video):
+    return True
+  if _URL.match(video):
+    return True
+  try:
+    mode = os.stat(video).st_mode
+  except OSError:
+    return False
+  return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 
 
 def default_output(workdir: str, video: str, fold: int) -> str:
-  stem = os.path.splitext(os.path.basename(os.path.normpath(video)))[0]
+  """<workdir>/predictions/<stem>_fold<k>.csv; the stem of a webcam index n is webcam<n>."""
+  video = str(video)
+  if video.isdigit() and not os.path.exists(video):
+    stem = f"webcam{video}"
+  else:
+    path = video.split("://", 1)[-1].split("?", 1)[0]
+    stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] or "stream"
   return os.path.join(workdir, "predictions", f"{stem}_fold{fold}.csv")
 
 
@@ -401,11 +567,10 @@ def _check_new(path: str, overwrite: bool, flag: str) -> str:
   return path
 
 
-def run(workdir, video, fold=0, output=None, write_json_file=False, render=None, plot=None,
-        overwrite=False, redetect_every=1, fps=None) -> PredictionResult:
-  """The CLI's work: predict, then write the CSV (and JSON, video, plot). Returns the result."""
-  if not workdir or not video:
-    raise ValueError("Both --workdir and --video are required.")
+def output_paths(workdir, video, fold=0, output=None, write_json_file=False, render=None,
+                 plot=None, overwrite=False) -> dict:
+  """{"csv", and "json" / "render" / "plot" when asked}: checked (none exists unless `overwrite`),
+  their folders created."""
   output = _check_new(output or default_output(workdir, video, fold), overwrite, "--output")
   paths = {"csv": output}
   if write_json_file:
@@ -414,19 +579,50 @@ def run(workdir, video, fold=0, output=None, write_json_file=False, render=None,
     paths["render"] = _check_new(render, overwrite, "--render")
   if plot:
     paths["plot"] = _check_new(plot, overwrite, "--plot")
-  result = predict_video(workdir, video, fold, redetect_every=redetect_every, fps=fps)
   for path in paths.values():
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  write_csv(result, output)
+  return paths
+
+
+def run(workdir, video, fold=0, output=None, write_json_file=False, render=None, plot=None,
+        overwrite=False, redetect_every=1, fps=None, *, stream=False, lag=None, lag_seconds=None,
+        draw_points=False) -> PredictionResult:
+  """The CLI's work: predict, then write the CSV (and JSON, video, plot). Returns the result.
+
+  A webcam index, URL or pipe, or any `video` with stream=True, goes through fer_jax.streaming
+  (rows written as decided); a video file or folder is predicted offline (the whole clip at once).
+  """
+  if not workdir or video is None or video == "":
+    raise ValueError("Both --workdir and --video are required.")
+  video = str(video)
+  live = stream or is_live(video)
+  if not live and (lag is not None or lag_seconds is not None):
+    raise errors.ConfigError(f"--lag / --lag_seconds apply to streaming; {video} is a file: add "
+                             "--stream, or drop --lag and --lag_seconds for offline prediction.")
+  if not live and not os.path.exists(video):  # Before touching any output.
+    raise FileNotFoundError(f"--video {video} does not exist; pass a video file, a folder of frame "
+                            "images, a webcam index or a stream URL.")
+  paths = output_paths(workdir, video, fold, output, write_json_file, render, plot, overwrite)
+  if live:
+    from fer_jax import streaming  # pylint: disable=g-import-not-at-top
+    return streaming.run(workdir, video, paths, fold=fold, redetect_every=redetect_every, fps=fps,
+                         lag=lag, lag_seconds=lag_seconds, draw_points=draw_points)
+  result = predict_video(workdir, video, fold, redetect_every=redetect_every, fps=fps)
+  write_outputs(result, paths, draw_points)
+  return result
+
+
+def write_outputs(result: PredictionResult, paths: dict, draw_points: bool = False):
+  """Writes the CSV, and the JSON, annotated video and plot where `paths` has them."""
+  write_csv(result, paths["csv"])
   if "json" in paths:
     write_json(result, paths["json"])
   if "render" in paths:
-    render_video(result, paths["render"])
+    render_video(result, paths["render"], draw_points)
   if "plot" in paths:
     plot_probabilities(result, paths["plot"])
   for kind, path in paths.items():
     logging.info("Wrote %s: %s", kind, path)
-  return result
 
 
 def main(argv, flag_values=FLAGS):
@@ -437,7 +633,8 @@ def main(argv, flag_values=FLAGS):
   tf_devices.hide_gpus_from_tensorflow()
   try:
     result = run(f.workdir, f.video, f.fold, f.output, f.json, f.render, f.plot, f.overwrite,
-                 f.redetect_every, f.fps)
+                 f.redetect_every, f.fps, stream=f.stream, lag=f.lag, lag_seconds=f.lag_seconds,
+                 draw_points=f.landmarks)
   except USER_ERRORS as e:  # A mistake the user can fix: say what and how, no traceback.
     logging.error("%s: %s", type(e).__name__, e)
     print(f"\nERROR ({type(e).__name__}): {e}", file=sys.stderr)

@@ -7,6 +7,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from fer_jax import crf_inputs  # noqa: E402
+
 # Published accuracies (%) of Hasani & Mahoor, FG 2017: (with CRF, without CRF). Quoted, not ours.
 PAPER_TABLE_I = {  # Subject-independent.
     "ck_plus": (93.04, 85.77),
@@ -22,7 +24,63 @@ DISPLAY = {"ck_plus": "CK+", "mmi": "MMI", "fera": "FERA", "synthetic_expression
 
 
 def _pct(summary: dict) -> str:
+  if summary.get("std") is None:  # One fold: no spread to show.
+    return f"{100 * summary['mean']:.2f}"
   return f"{100 * summary['mean']:.2f} ± {100 * summary['std']:.2f}"
+
+
+_KIND_ORDER = {"cnn": 0, "crf": 1, "joint": 2}
+_SPEC_ORDER = {"logits": 0, "geometry": 1, "logits+geometry": 2}
+
+
+def row_label(row: str, primary: str = "logits") -> str:
+  """The table's name of a results row: "cnn", "crf/<spec>", "joint/<spec>"."""
+  if row == "cnn":
+    return "CNN (softmax, no CRF)"
+  kind, spec = row.split("/", 1)
+  name = crf_inputs.label(spec)
+  if kind == "joint":
+    name = "joint " + name
+  notes = (["the paper's method"] if row == "crf/logits" else []) + (
+      ["primary"] if kind == "crf" and spec == primary and spec != "logits" else [])
+  return name + (f" ({', '.join(notes)})" if notes else "")
+
+
+def row_order(row: str):
+  """Sort key: CNN, CRF rows (logits, geometry, fused, others), joint rows."""
+  kind, _, spec = row.partition("/")
+  return _KIND_ORDER.get(kind, 3), _SPEC_ORDER.get(spec, 3), spec
+
+
+def _paper_cell(row: str, paper) -> str:
+  if paper is None:
+    return "n/a"
+  return {"cnn": str(paper[1]), "crf/logits": str(paper[0])}.get(row, "")
+
+
+def results_table(results: dict, paper) -> list:
+  """Markdown lines of the one table: a row per method, frame and sequence accuracy, the paper."""
+  s = results["summary"]
+  rows = s.get("rows") or {  # Results written before rows existed: frame accuracy only.
+      "cnn": {"frame_accuracy": s["accuracy_softmax"]},
+      "crf/logits": {"frame_accuracy": s["accuracy_crf"]}}
+  primary = results.get("crf_features", "logits")
+  cell = lambda v, m: _pct(v[m]) if m in v else "n/a"
+  lines = ["| Method | Frame accuracy % | Sequence accuracy %, last frame | Sequence accuracy %, "
+           "majority of non-neutral frames | Paper (Hasani & Mahoor 2017), frame % |",
+           "| --- | --- | --- | --- | --- |"]
+  for row in sorted(rows, key=row_order):
+    v = rows[row]
+    lines.append(f"| {row_label(row, primary)} | {cell(v, 'frame_accuracy')} | "
+                 f"{cell(v, 'sequence_accuracy_last')} | {cell(v, 'sequence_accuracy_majority')} | "
+                 f"{_paper_cell(row, paper)} |")
+  n = len(results["folds"])
+  lines += ["", f"Mean ± sample standard deviation (ddof = 1) over the {n} folds run" if n > 1 else
+            "One fold run: the mean of one value, no standard deviation.",
+            "Sequence accuracy, last frame: the label predicted for a sequence's last frame (CK+'s apex) "
+            "against its true label; majority: the most frequent non-neutral label predicted in the "
+            "sequence against the sequence's emotion (ties: the class seen latest).", ""]
+  return lines
 
 
 def paper_row(table: str, database: str):
@@ -43,16 +101,19 @@ def markdown(results: dict) -> str:
       f"Folds run: {len(results['folds'])}; frames tested per fold: "
       + ", ".join(str(f["sizes"]["test_frames"]) for f in results["folds"]) + ".",
       "",
-      "| Method | Ours: accuracy % (mean ± std over folds) | Paper (Hasani & Mahoor 2017) % |",
-      "| --- | --- | --- |",
-      f"| CNN (softmax, no CRF) | {_pct(s['accuracy_softmax'])} | {paper[1] if paper else 'n/a'} |",
-      f"| CNN + CRF | {_pct(s['accuracy_crf'])} | {paper[0] if paper else 'n/a'} |",
-      "",
   ]
+  lines += results_table(results, paper)
+  timed = [f["seconds"] for f in results["folds"] if "seconds" in f]
+  if timed:
+    stages = [k for k in timed[0] if all(k in t for t in timed)]
+    lines += ["Wall time per fold, seconds (mean over folds; stage 1 = CNN training, then CNN outputs "
+              "for every frame, each CRF row's fit and sigma^2 selection, stage 3): "
+              + ", ".join(f"{k} {np.mean([t[k] for t in timed]):.0f}" for k in stages) + ".", ""]
   variants = s.get("variants", {})
   if variants:
     lines += [
-        "CRF variants (training features / sigma^2 selection); the first is the configured one:",
+        f"CRF variants on {results.get('crf_features', 'logits')} (training features / sigma^2 "
+        "selection); the first is the configured one:",
         "",
         "| CRF training features | sigma^2 chosen by | CNN + CRF accuracy % |",
         "| --- | --- | --- |",
@@ -71,7 +132,8 @@ def markdown(results: dict) -> str:
     per_class = np.where(seen.any(0), np.where(seen, per_fold, 0).sum(0) / np.maximum(seen.sum(0), 1),
                          np.nan)
     cells = " | ".join("n/a" if np.isnan(x) else f"{100 * x:.1f}" for x in per_class)
-    lines.append(f"| {'CNN' if method == 'softmax' else 'CNN + CRF'} | {cells} |")
+    name = "CNN" if method == "softmax" else crf_inputs.label(results.get("crf_features", "logits"))
+    lines.append(f"| {name} | {cells} |")
   lines += ["", "Chosen sigma^2 per fold: "
             + ", ".join(f"{f['sigma2']:g}" for f in results["folds"]) + ".", ""]
   if paper is None:

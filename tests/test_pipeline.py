@@ -57,6 +57,20 @@ def test_sequences_basics():
     pipeline.Sequences.concat([seqs, other])
 
 
+def test_sequences_carry_landmarks():
+  seqs = _seqs()  # None given: NaN for every point of every frame.
+  assert all(p.shape == (len(f), 68, 2) and np.isnan(p).all()
+             for f, p in zip(seqs.frames, seqs.landmarks))
+  points = [np.full((len(f), 68, 2), i, np.float32) for i, f in enumerate(seqs.frames)]
+  seqs = pipeline.Sequences(seqs.frames, seqs.labels, seqs.subjects, seqs.names, CLASSES, points)
+  both = pipeline.Sequences.concat([seqs.subset([4, 1]), seqs.subset([2])])
+  assert [int(p[0, 0, 0]) for p in both.landmarks] == [4, 1, 2]
+  assert [len(p) for p in both.landmarks] == [len(f) for f in both.frames]
+  with pytest.raises(ValueError, match=r"q2.*landmarks must be float32 \[T, 68, 2\]"):
+    pipeline.Sequences(seqs.frames, seqs.labels, seqs.subjects, seqs.names, CLASSES,
+                       points[:2] + [points[2][:-1]] + points[3:])
+
+
 @pytest.mark.parametrize("frames,labels,match", [
     (np.zeros((0, SIZE, SIZE, 3), np.uint8), np.zeros(0, np.int32), "empty"),
     (np.zeros((3, SIZE, SIZE, 3), np.float32), np.zeros(3, np.int32), "uint8"),
@@ -179,7 +193,8 @@ def test_load_sequences_synthetic(tmp_path):
   seqs = pipeline.load_sequences(config.data)
   drawn = {r["sequence"]: r for r in synthetic.generate(3, 2, 3, 5, 16, 0)}
   assert len(seqs) == 6 and seqs.class_names == synthetic.BASIC7
-  for f, l, s, n in zip(seqs.frames, seqs.labels, seqs.subjects, seqs.names):
+  for f, l, s, n, p in zip(seqs.frames, seqs.labels, seqs.subjects, seqs.names, seqs.landmarks):
     np.testing.assert_array_equal(f, drawn[n]["frames"])
     np.testing.assert_array_equal(l, drawn[n]["labels"])
+    np.testing.assert_array_equal(p, drawn[n]["landmarks"])
     assert s == drawn[n]["subject"]

@@ -20,6 +20,7 @@ def test_generate_is_deterministic_and_seed_dependent():
   for ra, rb in zip(a, b):
     np.testing.assert_array_equal(ra["frames"], rb["frames"])
     np.testing.assert_array_equal(ra["labels"], rb["labels"])
+    np.testing.assert_array_equal(ra["landmarks"], rb["landmarks"])
   assert not all(ra["frames"].shape == rc["frames"].shape and np.array_equal(ra["frames"], rc["frames"])
                  for ra, rc in zip(a, c))
 
@@ -184,6 +185,7 @@ def test_builder_round_trip(tmp_path):
     assert ex["subject"].decode() == r["subject"]
     np.testing.assert_array_equal(ex["frames"], r["frames"])  # PNG is lossless.
     np.testing.assert_array_equal(ex["labels"], r["labels"])
+    np.testing.assert_array_equal(ex["landmarks"], r["landmarks"])
   assert builders.class_names(config.data) == synthetic.BASIC7
   with config.unlocked():  # Another size is another directory.
     config.data.image_size = 40
@@ -192,7 +194,76 @@ def test_builder_round_trip(tmp_path):
   with registered.unlocked():
     registered.data.image_size = 96
   assert builders.make_builder(registered.data).builder_config.name == "n60_q6_t12-24_s96_seed0"
+  with registered.unlocked():  # Another difficulty is another directory too.
+    registered.data.synthetic.update(noise=0.15, occlusion_prob=0.3, landmark_noise=0.06)
+  assert (builders.make_builder(registered.data).builder_config.name
+          == "n60_q6_t12-24_s96_seed0_noise0.15_occ0.3_lm0.06")
   with config.unlocked():
     config.data.name = "nope"
   with pytest.raises(ValueError, match="synthetic_expressions"):
     builders.make_builder(config.data)
+
+
+def _clean(size=128, **kw):
+  """Records drawn without pixel noise, occlusion or landmark noise (pose jitter stays)."""
+  args = dict(num_subjects=2, sequences_per_subject=6, min_length=6, max_length=8, size=size, seed=0,
+              noise=0.0, occlusion_prob=0.0, landmark_noise=0.0)
+  args.update(kw)
+  return list(synthetic.generate(**args))
+
+
+def _pixel(frame, point):
+  x, y = np.round(point).astype(int)
+  return frame[y, x].astype(float) / 255.0
+
+
+def test_landmarks_lie_on_the_drawn_parts():
+  """Pixels under the landmarks have the colour of the part each point names (dlib's scheme)."""
+  for r in _clean():
+    subject = synthetic.make_subject(np.random.default_rng([0, int(r["subject"][1:]) - 1]))
+    hair = np.array(subject.hair)
+    lm = r["landmarks"]
+    assert lm.shape == (len(r["frames"]), 68, 2) and lm.dtype == np.float32
+    for frame, p in zip(r["frames"], lm):
+      # Pupils: the centre of each eye's four lid points; the drawn pupil is near black.
+      for first in (36, 42):
+        centre = p[[first + 1, first + 2, first + 4, first + 5]].mean(0)
+        assert _pixel(frame, centre).max() < 0.3
+      # Brow points 17-26 on the brows, drawn in the hair colour (exposure scales colours by 0.85-1.15).
+      for k in range(17, 27):
+        assert np.abs(_pixel(frame, p[k]) - hair).max() < 0.15 * hair.max() + 0.05, k
+      # Image left: 0-16 jaw, 17-21 brow, 36-41 eye, 48 mouth corner left of their mirrors.
+      assert p[0, 0] < p[16, 0] and p[17, 0] < p[21, 0] < p[22, 0] < p[26, 0]
+      assert p[36, 0] < p[39, 0] < p[42, 0] < p[45, 0] and p[48, 0] < p[54, 0]
+      assert p[8, 1] > p[57, 1] > p[51, 1] > p[33, 1] > p[27, 1] > p[19, 1]  # Chin lowest, brows highest.
+
+
+def test_open_mouth_landmarks_surround_the_opening():
+  """Surprise at apex opens the mouth: the point between the inner lips (62, 66) is in the dark opening
+  or on the teeth, not on lips or skin; the inner lips are further apart than at neutral."""
+  seen = 0
+  for r in _clean():
+    if r["labels"].max() != 6 or r["labels"][-1] != 6:  # Surprise, ending at the apex (CK+-like).
+      continue
+    frame, p = r["frames"][-1], r["landmarks"][-1]
+    colour = _pixel(frame, (p[62] + p[66]) / 2)
+    dark, teeth = np.array([0.15, 0.02, 0.05]), np.array([0.9, 0.9, 0.85])
+    assert min(np.abs(colour - dark).max(), np.abs(colour - teeth).max()) < 0.2, colour
+    gap = lambda q: np.linalg.norm(q[66] - q[62])
+    assert gap(p) > 3 * gap(r["landmarks"][0]) + 1.0
+    seen += 1
+  assert seen
+
+
+def test_landmark_noise_is_drawn_last_and_has_its_size():
+  noisy, clean = _clean(size=64, landmark_noise=0.05), _clean(size=64)
+  errors, iod = [], []
+  for a, b in zip(noisy, clean):
+    np.testing.assert_array_equal(a["frames"], b["frames"])  # Frames do not depend on it.
+    errors.append(a["landmarks"] - b["landmarks"])
+    # Inter-ocular distance in pixels: eye centres (mean of the lid points) of the clean points.
+    eyes = [b["landmarks"][:, [k + 1, k + 2, k + 4, k + 5]].mean(1) for k in (36, 42)]
+    iod.append(np.repeat(np.linalg.norm(eyes[1] - eyes[0], axis=-1), 68 * 2))
+  ratio = np.concatenate([e.reshape(-1) for e in errors]) / np.concatenate(iod)
+  assert 0.04 < ratio.std() < 0.06, ratio.std()  # Pose jitter scales it by ~2%.
+  assert abs(ratio.mean()) < 0.005

@@ -22,6 +22,8 @@ tf_devices.hide_gpus_from_tensorflow()
 
 from fer_jax.data import builders  # noqa: E402  (after hiding the GPU from TF)
 
+NUM_LANDMARKS = 68  # dlib's 68-point scheme.
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Sequences:
@@ -33,12 +35,15 @@ class Sequences:
     subjects: str [N], subject id per sequence.
     names: str [N], sequence name.
     class_names: the label names.
+    landmarks: list of N arrays float32 [T_i, 68, 2], the 68 points (x, y) in crop pixels (NaN where
+      the data set has none); None (the default) means none for any frame.
   """
   frames: list
   labels: list
   subjects: np.ndarray
   names: np.ndarray
   class_names: tuple
+  landmarks: Optional[list] = None
 
   def __post_init__(self):
     set_ = lambda k, v: object.__setattr__(self, k, v)
@@ -48,14 +53,17 @@ class Sequences:
     set_("subjects", np.asarray(self.subjects, dtype=str).reshape(-1))
     set_("names", np.asarray(self.names, dtype=str).reshape(-1))
     set_("class_names", tuple(self.class_names))
+    if self.landmarks is None:
+      set_("landmarks", [np.full((len(f), NUM_LANDMARKS, 2), np.nan, np.float32) for f in self.frames])
+    set_("landmarks", [np.asarray(p, np.float32) for p in self.landmarks])
     n = len(self.frames)
-    if not len(self.labels) == len(self.subjects) == len(self.names) == n:
+    if not len(self.labels) == len(self.subjects) == len(self.names) == len(self.landmarks) == n:
       raise ValueError(f"Sequences: {n} frame arrays but {len(self.labels)} label arrays, "
-                       f"{len(self.subjects)} subjects and {len(self.names)} names; give one of each "
-                       "per sequence.")
+                       f"{len(self.subjects)} subjects, {len(self.names)} names and "
+                       f"{len(self.landmarks)} landmark arrays; give one of each per sequence.")
     k = len(self.class_names)
     size = None
-    for name, f, l in zip(self.names, self.frames, self.labels):
+    for name, f, l, p in zip(self.names, self.frames, self.labels, self.landmarks):
       if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 4 or f.shape[-1] != 3 \
           or f.shape[1] != f.shape[2]:
         got = f"{f.dtype} {f.shape}" if isinstance(f, np.ndarray) else type(f).__name__
@@ -73,6 +81,10 @@ class Sequences:
       if l.min() < 0 or l.max() >= k:
         raise ValueError(f"Sequence {name!r}: labels {sorted(set(l.tolist()))} outside [0, {k}) "
                          f"for class_names {self.class_names}; fix the labels or the class names.")
+      if p.shape != (len(f), NUM_LANDMARKS, 2):
+        raise ValueError(f"Sequence {name!r}: landmarks must be float32 [T, {NUM_LANDMARKS}, 2] with "
+                         f"T = {len(f)} frames, got {p.shape}; give 68 (x, y) points per frame (NaN "
+                         "where unknown).")
 
   def __len__(self) -> int:
     return len(self.frames)
@@ -93,7 +105,8 @@ class Sequences:
       raise IndexError(f"subset: indices {idx.min()}..{idx.max()} out of range for {len(self)} "
                        "sequences.")
     return Sequences([self.frames[i] for i in idx], [self.labels[i] for i in idx],
-                     self.subjects[idx], self.names[idx], self.class_names)
+                     self.subjects[idx], self.names[idx], self.class_names,
+                     [self.landmarks[i] for i in idx])
 
   @classmethod
   def concat(cls, parts: Sequence["Sequences"]) -> "Sequences":
@@ -107,7 +120,7 @@ class Sequences:
                          f"{p.class_names}); map the labels to one label space first.")
     return cls(sum((p.frames for p in parts), []), sum((p.labels for p in parts), []),
                np.concatenate([p.subjects for p in parts]), np.concatenate([p.names for p in parts]),
-               parts[0].class_names)
+               parts[0].class_names, sum((p.landmarks for p in parts), []))
 
 
 concat = Sequences.concat
@@ -125,19 +138,26 @@ def load_sequences(data_config, split: str = "train") -> Sequences:
       download_config=tfds.download.DownloadConfig(manual_dir=data_config.manual_dir))
   labels_feature = builder.info.features["labels"]
   class_names = tuple(getattr(labels_feature, "feature", labels_feature).names)
+  has_landmarks = "landmarks" in builder.info.features
+  if not has_landmarks:
+    logging.warning("%s %s stores no landmarks: geometry features are NaN (rebuild it with a version "
+                    "that stores them to use crf.features with geometry).", data_config.name,
+                    builder.info.version)
   total = builder.info.splits[split].num_examples
   logging.info("Reading %s/%s: %d sequences from %s.", data_config.name, split, total,
                builder.data_dir)
-  frames, labels, subjects, names = [], [], [], []
+  frames, labels, subjects, names, landmarks = [], [], [], [], []
   for i, ex in enumerate(tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))):
     frames.append(ex["frames"])
     labels.append(ex["labels"].astype(np.int32))
+    landmarks.append(ex["landmarks"] if has_landmarks
+                     else np.full((len(ex["frames"]), NUM_LANDMARKS, 2), np.nan, np.float32))
     subjects.append(ex["subject"].decode())
     names.append(ex["sequence"].decode())
     if (i + 1) % 100 == 0 or i + 1 == total:
       logging.info("Read %d/%d sequences.", i + 1, total)
   seqs = Sequences(frames, labels, np.array(subjects, dtype=str), np.array(names, dtype=str),
-                   class_names)
+                   class_names, landmarks)
   logging.info("%s/%s: %d sequences, %d frames, %d subjects.", data_config.name, split, len(seqs),
                seqs.num_frames, len(np.unique(seqs.subjects)))
   return seqs

@@ -13,6 +13,15 @@ intensity scale where 1 is the strongest expression) is labelled neutral (0), th
 emotion. The onset of every sequence starts at intensity 0, so the first frame is always neutral; the
 offset of an "onset_apex_offset" (MMI-like) sequence ends at 0, so its last frame is neutral too. Apex
 intensities are drawn in [0.6, 1.0], so every sequence has at least one emotion frame.
+
+Landmarks: every frame carries the 68 points of the dlib / iBUG-300W scheme, float32 [68, 2] (x, y) in
+the frame's pixel coordinates (pixel centres at integers), taken from the drawing geometry itself: jaw
+0-16 on the face outline from eye level round the chin, brows 17-26 along the drawn brow centre lines
+(outer to inner, inner to outer), nose 27-30 down the drawn bridge and 31-35 across the nostrils, eyes
+36-47 at the corners and at a third of the width on the drawn lids, outer lips 48-59 and inner lips 60-67
+on the drawn lip edges; image left is dlib's point 0 side. Like a landmark detector's output they carry
+localisation noise: Gaussian, `landmark_noise` times the inter-ocular distance per coordinate, three
+times that on occluded frames.
 """
 import dataclasses
 from typing import Iterator
@@ -157,9 +166,77 @@ class _Canvas:
     return self.x[:, r, c], self.y[:, r, c], self.img[:, r, c]
 
 
+# Defaults of the appearance difficulty (generate's noise, occlusion_prob, landmark_noise).
+NOISE = 0.07  # Pixel noise std, as a fraction of 255.
+OCCLUSION_PROB = 0.12  # Chance that a frame has a bar or blob over part of the face.
+LANDMARK_NOISE = 0.03  # Landmark noise std, as a fraction of the inter-ocular distance.
+NUM_LANDMARKS = 68
+
+
+def _landmarks_face(s: Subject, eye_h, brow, mouth) -> np.ndarray:
+  """The 68 points in face units, float64 [T, 68, 2], from the per-frame part geometry.
+
+  Args:
+    s: the subject.
+    eye_h: [T] drawn eye half-heights.
+    brow: (iy, oy) [T] each: y of the brows' inner and outer ends.
+    mouth: (mw, centre, top, bot): mw [T] half-width; centre, top, bot callables u [T, n] -> y [T, n]
+      of the lip centre line and the upper and lower inner lip edges at u = x / mw.
+  """
+  t_len = len(eye_h)
+  pts = np.zeros((t_len, NUM_LANDMARKS, 2))
+  # Jaw 0-16: the face ellipse from the image-left side at eye level, round the chin, to the right.
+  a0 = np.arcsin(np.clip((s.eye_y - s.face_y) / s.face_h, -1.0, 1.0))
+  a = np.pi - a0 - np.arange(17) * (np.pi - 2 * a0) / 16
+  pts[:, 0:17] = np.stack([s.face_w * np.cos(a), s.face_y + s.face_h * np.sin(a)], -1)
+  # Brows 17-21 (image left: outer -> inner), 22-26 (image right: inner -> outer).
+  iy, oy = brow
+  f = np.linspace(0.0, 1.0, 5)
+  for first, side in ((17, -1.0), (22, 1.0)):
+    ix, ox = side * (s.eye_dist - s.brow_len * 0.9), side * (s.eye_dist + s.brow_len)
+    w = 1.0 - f if side < 0 else f  # Weight of the outer end.
+    pts[:, first:first + 5, 0] = w * ox + (1 - w) * ix
+    pts[:, first:first + 5, 1] = w * oy[:, None] + (1 - w) * iy[:, None]
+  # Nose: bridge 27-30 top to tip along the drawn line; 31-35 across the nostrils, left to right.
+  nose_top, nose_bot = s.eye_y + 0.05, s.eye_y + 0.05 + s.nose_len
+  f = np.linspace(0.0, 1.0, 4) * (s.nose_len - 0.03) / s.nose_len
+  pts[:, 27:31] = np.stack([0.02 + 0.015 * f, nose_top + f * s.nose_len], -1)
+  pts[:, 31:36] = [[-0.062, nose_bot], [-0.04, nose_bot + 0.013], [0.0, nose_bot + 0.008],
+                   [0.04, nose_bot + 0.013], [0.062, nose_bot]]
+  # Eyes 36-41, 42-47: left corner, upper lid at -1/3 and +1/3 of the width, right corner, lower lid
+  # at +1/3 and -1/3 (image coordinates, as dlib orders both eyes).
+  du = np.array([-1.0, -1 / 3, 1 / 3, 1.0, 1 / 3, -1 / 3])
+  lid = np.array([0.0, -1.0, -1.0, 0.0, 1.0, 1.0]) * np.sqrt(1.0 - du ** 2)
+  for first, side in ((36, -1.0), (42, 1.0)):
+    pts[:, first:first + 6, 0] = side * s.eye_dist + du * s.eye_w
+    pts[:, first:first + 6, 1] = s.eye_y + lid * eye_h[:, None]
+  # Lips: outer 48-59 (left corner, upper edge left to right, right corner, lower edge right to left),
+  # inner 60-67 (the same round the mouth opening).
+  mw, centre, top, bot = mouth
+  u_up, u_low = np.array([-2 / 3, -1 / 3, 0.0, 1 / 3, 2 / 3]), np.array([2 / 3, 1 / 3, 0.0, -1 / 3, -2 / 3])
+  ones = np.ones((t_len, 1))
+  corner = centre(ones)[:, 0]
+  pts[:, 48] = np.stack([-mw, corner], -1)
+  pts[:, 54] = np.stack([mw, corner], -1)
+  pts[:, 49:54, 0], pts[:, 49:54, 1] = mw[:, None] * u_up, top(ones * u_up) - s.lip_thick
+  pts[:, 55:60, 0], pts[:, 55:60, 1] = mw[:, None] * u_low, bot(ones * u_low) + s.lip_thick
+  inner = (mw - 0.01) / mw  # The opening ends 0.01 inside the lips' corners.
+  pts[:, 60] = np.stack([-(mw - 0.01), centre(-ones * inner)[:, 0]], -1)
+  pts[:, 64] = np.stack([mw - 0.01, centre(ones * inner)[:, 0]], -1)
+  u_up, u_low = np.array([-0.5, 0.0, 0.5]), np.array([0.5, 0.0, -0.5])
+  pts[:, 61:64, 0], pts[:, 61:64, 1] = mw[:, None] * u_up, top(ones * u_up)
+  pts[:, 65:68, 0], pts[:, 65:68, 1] = mw[:, None] * u_low, bot(ones * u_low)
+  return pts
+
+
 def _render(subject: Subject, emotion: np.ndarray, intensity: np.ndarray, size: int,
-            rng: np.random.Generator, occlusion_prob: float = 0.12, noise: float = 0.07) -> np.ndarray:
-  """Draws frames [T, S, S, 3] uint8 for per-frame emotion [T] and intensity [T] in [0, 1]."""
+            rng: np.random.Generator, occlusion_prob: float = OCCLUSION_PROB, noise: float = NOISE,
+            landmark_noise: float = LANDMARK_NOISE) -> tuple[np.ndarray, np.ndarray]:
+  """Draws frames for per-frame emotion [T] and intensity [T] in [0, 1].
+
+  Returns:
+    frames [T, S, S, 3] uint8 and landmarks [T, 68, 2] float32 ((x, y) pixel coordinates).
+  """
   s = subject
   t_len = len(intensity)
   deform = EXPRESSIONS[emotion] * np.asarray(intensity, np.float32)[:, None]  # [T, 7]
@@ -200,7 +277,7 @@ def _render(subject: Subject, emotion: np.ndarray, intensity: np.ndarray, size: 
   brow_y = s.eye_y - s.brow_gap - 0.12 * raise_
   for side in (-1.0, 1.0):
     ix, ox = side * (s.eye_dist - s.brow_len * 0.9), side * (s.eye_dist + s.brow_len)
-    iy, oy = brow_y - 0.09 * inner, brow_y + 0.025 * inner
+    iy, oy = brow_y - 0.09 * inner, brow_y + 0.025 * inner  # [T, 1, 1] each.
     reach = s.brow_thick + 0.01
     box_y = s.eye_y - s.brow_gap
     xs, ys, im = cv.part((min(ix, ox) - reach, max(ix, ox) + reach, box_y - 0.25, box_y + 0.15))
@@ -233,8 +310,18 @@ def _render(subject: Subject, emotion: np.ndarray, intensity: np.ndarray, size: 
   teeth = np.maximum(hole, ys - (top + 0.3 * gap))  # Upper part of an open mouth.
   _blend(im, _fill(teeth, px), (0.9, 0.9, 0.85))
 
+  landmarks = _landmarks_face(
+      s, eye_h.reshape(t_len), (iy.reshape(t_len), oy.reshape(t_len)),
+      (mw.reshape(t_len),
+       lambda u: s.mouth_y - 0.16 * curve.reshape(t_len, 1) * u ** 2,
+       lambda u: (s.mouth_y - 0.16 * curve.reshape(t_len, 1) * u ** 2
+                  - 0.08 * np.clip(open_.reshape(t_len, 1), 0.0, 1.2) * (1.0 - u ** 2)),
+       lambda u: (s.mouth_y - 0.16 * curve.reshape(t_len, 1) * u ** 2
+                  + 0.08 * np.clip(open_.reshape(t_len, 1), 0.0, 1.2) * (1.0 - u ** 2))))
+
   # Occlusion: on a random subset of frames a bar or blob over part of the face.
-  for t in np.flatnonzero(rng.random(t_len) < occlusion_prob):
+  occluded = np.flatnonzero(rng.random(t_len) < occlusion_prob)
+  for t in occluded:
     colour = rng.uniform(0.0, 1.0, 3)
     cy, cx = rng.uniform(-0.3, 0.45), rng.uniform(-0.3, 0.3)
     if rng.random() < 0.5:  # A horizontal bar.
@@ -246,7 +333,18 @@ def _render(subject: Subject, emotion: np.ndarray, intensity: np.ndarray, size: 
   img *= rng.uniform(0.85, 1.15, (t_len, 1, 1, 1)).astype(np.float32)  # Per-frame exposure.
   img *= 255.0
   img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(255.0 * noise)
-  return np.clip(img, 0, 255).astype(np.uint8)
+  # Landmark localisation noise (drawn last, so the frames do not depend on it).
+  spread = np.full((t_len, 1, 1), landmark_noise * 2.0 * s.eye_dist)
+  spread[occluded] *= 3.0
+  landmarks = landmarks + rng.standard_normal(landmarks.shape) * spread
+  # Face units -> pixels: the canvas's pose (pixel = scale * R(rot) @ face + shift), then [-1, 1] ->
+  # pixel index (the grid samples pixel centres at (i + 0.5) / S * 2 - 1).
+  c, sn, sc = np.cos(cv.rot)[:, None], np.sin(cv.rot)[:, None], cv.scale[:, None]
+  fx, fy = landmarks[..., 0], landmarks[..., 1]
+  px = sc * (c * fx - sn * fy) + cv.shift[:, :1]
+  py = sc * (sn * fx + c * fy) + cv.shift[:, 1:]
+  pixels = (np.stack([px, py], -1) + 1.0) / 2.0 * size - 0.5
+  return np.clip(img, 0, 255).astype(np.uint8), pixels.astype(np.float32)
 
 
 def _check_emotion(emotion, allow_neutral):
@@ -261,7 +359,7 @@ def draw_frame(subject: Subject, emotion: int, intensity: float, size: int,
   _check_emotion(emotion, allow_neutral=True)
   if not 0.0 <= intensity <= 1.0:
     raise ValueError(f"intensity={intensity} must lie in [0, 1].")
-  return _render(subject, np.array([int(emotion)]), np.array([intensity], np.float32), size, rng)[0]
+  return _render(subject, np.array([int(emotion)]), np.array([intensity], np.float32), size, rng)[0][0]
 
 
 def intensity_profile(length: int, kind: str, rng: np.random.Generator) -> np.ndarray:
@@ -296,16 +394,27 @@ def draw_sequence(subject: Subject, emotion: int, length: int, kind: str, size: 
   Returns:
     frames [T, S, S, 3] uint8 and labels [T] int32 (0 where intensity < NEUTRAL_THRESHOLD, else emotion).
   """
+  return _draw_sequence(subject, emotion, length, kind, size, rng)[:2]
+
+
+def _draw_sequence(subject, emotion, length, kind, size, rng, **difficulty):
+  """draw_sequence's frames and labels, and landmarks [T, 68, 2] float32; difficulty: _render's."""
   _check_emotion(emotion, allow_neutral=False)
   intensity = intensity_profile(length, kind, rng)
-  frames = _render(subject, np.full(length, int(emotion)), intensity, size, rng)
+  frames, landmarks = _render(subject, np.full(length, int(emotion)), intensity, size, rng,
+                              **difficulty)
   labels = np.where(intensity < NEUTRAL_THRESHOLD, 0, int(emotion)).astype(np.int32)
-  return frames, labels
+  return frames, labels, landmarks
 
 
 def generate(num_subjects: int, sequences_per_subject: int, min_length: int, max_length: int,
-             size: int, seed: int) -> Iterator[dict]:
-  """Yields records {"frames": [T, S, S, 3] uint8, "labels": [T] int32, "subject": str, "sequence": str}.
+             size: int, seed: int, *, noise: float = NOISE, occlusion_prob: float = OCCLUSION_PROB,
+             landmark_noise: float = LANDMARK_NOISE) -> Iterator[dict]:
+  """Yields records {"frames": [T, S, S, 3] uint8, "labels": [T] int32, "landmarks": [T, 68, 2]
+  float32 (x, y pixels), "subject": str, "sequence": str}.
+
+  noise (pixel noise std / 255), occlusion_prob (per frame) and landmark_noise (std / inter-ocular
+  distance) set how hard single frames are; the defaults are the demo's setting.
 
   Subjects are "S001"...; sequence names "S001_002". A subject's emotions cycle through a random
   permutation of the six (balanced); kinds alternate onset_apex / onset_apex_offset. Lengths are
@@ -320,6 +429,9 @@ def generate(num_subjects: int, sequences_per_subject: int, min_length: int, max
                      "max_length.")
   if size < 16:
     raise ValueError(f"size={size} is too small to draw a face; use at least 16 pixels.")
+  if noise < 0 or not 0 <= occlusion_prob <= 1 or landmark_noise < 0:
+    raise ValueError(f"noise={noise}, occlusion_prob={occlusion_prob}, landmark_noise={landmark_noise}: "
+                     "need noise >= 0, 0 <= occlusion_prob <= 1 and landmark_noise >= 0.")
   for i in range(num_subjects):
     subject_rng = np.random.default_rng([seed, i])
     subject = make_subject(subject_rng)
@@ -330,6 +442,8 @@ def generate(num_subjects: int, sequences_per_subject: int, min_length: int, max
       emotion = int(order[j % len(order)])
       kind = KINDS[(first_kind + j) % 2]
       length = int(rng.integers(min_length, max_length + 1))
-      frames, labels = draw_sequence(subject, emotion, length, kind, size, rng)
-      yield {"frames": frames, "labels": labels, "subject": f"S{i + 1:03d}",
+      frames, labels, landmarks = _draw_sequence(
+          subject, emotion, length, kind, size, rng, noise=noise, occlusion_prob=occlusion_prob,
+          landmark_noise=landmark_noise)
+      yield {"frames": frames, "labels": labels, "landmarks": landmarks, "subject": f"S{i + 1:03d}",
              "sequence": f"S{i + 1:03d}_{j + 1:03d}"}
