@@ -256,9 +256,9 @@ def test_no_leakage_from_test_subjects(tmp_path, monkeypatch):
     outputs[part] = predicted[first:]
     fitted[part] = _fitted(config, str(tmp_path / part / "fold_0"), num_classes)
   outputs["same"] = predicted[:len(outputs["test"])]  # Fold 0 ran first.
-  # 3 CNNs (conv, fc1, fc2: kernel + bias), CRF: 5 + sigma2 + 4 input extras (spec, geometry
-  # reference, training mean and std: crf_inputs.CrfInputs.to_extras).
-  assert len(fitted["same"]) == 3 * 6 + 6 + 4
+  # 3 CNNs (conv, fc1, fc2: kernel + bias each) and the CRF (its parameters, sigma^2, input statistics).
+  assert sum(not k.startswith("crf/") for k in fitted["same"]) == 3 * 6
+  assert {f"crf/{k}" for k in ("weights", "bias", "transitions", "start", "end")} <= fitted["same"].keys()
   # New test frames: every fitted number, every chosen sigma^2 and every selection score unchanged ...
   assert fitted["test"].keys() == fitted["same"].keys()
   for key, value in fitted["same"].items():
