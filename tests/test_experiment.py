@@ -32,6 +32,7 @@ def _config(tmp_path):
     c.train.update(num_steps=300, lr_decay_every=250, eval_every=150, checkpoint_every=150,
                    log_every=50)
     c.crf.update(sigma2_grid=(1.0, 10.0), max_iter=100, compare_variants=False)
+    c.joint.update(steps=10, eval_every=5, checkpoint_every=5, log_every=5)  # Every row, cheaply.
   return c
 
 
@@ -63,6 +64,16 @@ def test_results_report_and_plots(demo_run):
   report = open(os.path.join(workdir, "report.md")).read()
   assert f"{100 * out['summary']['accuracy_crf']['mean']:.2f}" in report
   assert "| CNN + CRF |" in report
+  # Every method's row: frame accuracy recomputed from the CRF row's confusion, the rest in range.
+  assert set(fold["rows"]) == {"cnn", "crf/logits", "crf/geometry", "crf/logits+geometry",
+                               "joint/logits"}
+  assert np.isclose(fold["rows"]["crf/logits"]["frame_accuracy"], fold["accuracy_crf"])
+  assert np.isclose(fold["rows"]["cnn"]["frame_accuracy"], fold["accuracy_softmax"])
+  for row in fold["rows"].values():
+    assert row["num_sequences"] == 18 and row["num_frames"] == fold["sizes"]["test_frames"]
+    assert all(0 <= row[m] <= 1 for m in experiment.ROW_METRICS)
+  for name in ("geometry + CRF", "fused + CRF", "joint CNN + CRF"):
+    assert f"| {name}" in report
   for name in ("confusion_softmax.png", "confusion_crf.png"):
     with open(os.path.join(workdir, name), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
