@@ -19,33 +19,12 @@ from fer_jax import joint
 from fer_jax import models
 from fer_jax import train
 from fer_jax.data import pipeline
+from stand_in import TinyNet as _TinyNet
+from stand_in import tiny_net  # noqa: F401  (a fixture)
 
 K = 4
 SIZE = 16
 COLOURS = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [200, 200, 30]])
-
-
-class _TinyNet(nnx.Module):
-  """Stand-in: images [B, H, W, 3] -> {"logits": [B, C], "features": [B, 16]}."""
-
-  def __init__(self, num_classes, rngs):
-    self.conv = nnx.Conv(3, 8, (3, 3), strides=2, use_bias=False, rngs=rngs)
-    self.bn = nnx.BatchNorm(8, momentum=0.9, rngs=rngs)
-    self.dropout = nnx.Dropout(0.3, rngs=rngs)
-    self.fc1 = nnx.Linear(8, 16, rngs=rngs)
-    self.fc2 = nnx.Linear(16, num_classes, rngs=rngs)
-
-  def __call__(self, images, train=False):
-    x = nnx.relu(self.bn(self.conv(images), use_running_average=not train))
-    x = self.dropout(jnp.mean(x, axis=(1, 2)), deterministic=not train)
-    features = nnx.relu(self.fc1(x))
-    return {"logits": self.fc2(features), "features": features}
-
-
-@pytest.fixture
-def tiny_net(monkeypatch):
-  monkeypatch.setattr(models, "create_model",
-                      lambda model_config, num_classes, rngs: _TinyNet(num_classes, rngs))
 
 
 def _seqs(n, seed, min_len=3, max_len=9, noise=120):

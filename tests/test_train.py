@@ -19,31 +19,10 @@ from configs import default
 from fer_jax import checkpoint as checkpoint_lib
 from fer_jax import models
 from fer_jax import train
+from stand_in import TinyNet as _TinyNet
+from stand_in import tiny_net  # noqa: F401  (a fixture)
 
 NUM_CLASSES = 4
-
-
-class _TinyNet(nnx.Module):
-  """Stand-in: images [B, H, W, 3] -> {"logits": [B, C], "features": [B, 16]}."""
-
-  def __init__(self, num_classes, rngs):
-    self.conv = nnx.Conv(3, 8, (3, 3), strides=2, use_bias=False, rngs=rngs)
-    self.bn = nnx.BatchNorm(8, momentum=0.9, rngs=rngs)
-    self.dropout = nnx.Dropout(0.3, rngs=rngs)
-    self.fc1 = nnx.Linear(8, 16, rngs=rngs)
-    self.fc2 = nnx.Linear(16, num_classes, rngs=rngs)
-
-  def __call__(self, images, train=False):
-    x = nnx.relu(self.bn(self.conv(images), use_running_average=not train))
-    x = self.dropout(jnp.mean(x, axis=(1, 2)), deterministic=not train)
-    features = nnx.relu(self.fc1(x))
-    return {"logits": self.fc2(features), "features": features}
-
-
-@pytest.fixture
-def tiny_net(monkeypatch):
-  monkeypatch.setattr(models, "create_model",
-                      lambda model_config, num_classes, rngs: _TinyNet(num_classes, rngs))
 
 
 def _config(size=16, **train_fields):

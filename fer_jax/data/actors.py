@@ -19,7 +19,6 @@ The summary functions (`split_actors`, `unseen_in_training`) need only subject i
 experiment and the report can call them on pipeline.Sequences.subjects.
 """
 import functools
-import importlib.util
 import os
 from typing import Optional, Sequence, Union
 
@@ -36,16 +35,7 @@ DESCRIPTOR_SIZE = 128
 
 def descriptor_model_path() -> str:
   """Path of dlib_face_recognition_resnet_model_v1.dat shipped by face-recognition-models."""
-  try:
-    import face_recognition_models  # pylint: disable=g-import-not-at-top
-    return face_recognition_models.face_recognition_model_location()
-  except ImportError:  # Its __init__ needs pkg_resources, gone from setuptools >= 81; find the file.
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-      raise ImportError("actor clustering needs the face-recognition-models package "
-                        "(pip install face-recognition-models).") from None
-    return os.path.join(list(spec.submodule_search_locations)[0], "models",
-                        "dlib_face_recognition_resnet_model_v1.dat")
+  return registration.model_file("dlib_face_recognition_resnet_model_v1.dat")
 
 
 @functools.lru_cache(maxsize=None)

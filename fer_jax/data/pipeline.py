@@ -225,6 +225,34 @@ def _count_up(start):
     start += 1
 
 
+class _ShuffledOrder:
+  """Items of global step s, in a fresh permutation of n items per epoch (seeded by (seed, epoch)).
+
+  Step s takes global positions s * batch_size + [offset, offset + count): this host's slice.
+  __call__(step) -> (item indices int64 [count], global positions int64 [count]).
+  """
+
+  def __init__(self, n: int, seed: int, batch_size: int, offset: int, count: int):
+    self.n, self.seed, self.batch_size, self.offset, self.count = n, seed, batch_size, offset, count
+    self._perms = {}
+
+  def _perm(self, epoch: int) -> np.ndarray:
+    if epoch not in self._perms:
+      if len(self._perms) > 4:
+        self._perms.pop(min(self._perms))
+      self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+    return self._perms[epoch]
+
+  def __call__(self, step: int):
+    positions = step * self.batch_size + self.offset + np.arange(self.count, dtype=np.int64)
+    epochs, offsets = np.divmod(positions, self.n)
+    idx = np.empty(self.count, np.int64)
+    for e in np.unique(epochs):
+      sel = epochs == e
+      idx[sel] = self._perm(int(e))[offsets[sel]]
+    return idx, positions
+
+
 def train_batches(seqs: Sequences, batch_size: int, *, seed: int, start_step: int = 0, augment=None,
                   process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
   """Endless shuffled frame batches, resumable: the batch of global step s depends on (seed, s) only.
@@ -247,22 +275,10 @@ def train_batches(seqs: Sequences, batch_size: int, *, seed: int, start_step: in
     raise ValueError("train_batches: no training frames; check the data set and the fold.")
   if start_step < 0:
     raise ValueError(f"start_step={start_step} must be >= 0.")
-  perms = {}
-
-  def perm(epoch):
-    if epoch not in perms:
-      if len(perms) > 4:
-        perms.pop(min(perms))
-      perms[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
-    return perms[epoch]
+  order = _ShuffledOrder(n, seed, batch_size, process_index * b, b)
 
   def batch(step):
-    positions = step * batch_size + process_index * b + np.arange(b, dtype=np.int64)
-    epochs, offsets = np.divmod(positions, n)
-    idx = np.empty(b, np.int64)
-    for e in np.unique(epochs):
-      sel = epochs == e
-      idx[sel] = perm(int(e))[offsets[sel]]
+    idx, positions = order(step)
     images = _gather(seqs, seq_of, t_of, idx)
     if augment is not None:
       images = _augment(images, augment, seed, step, positions - step * batch_size)
@@ -319,25 +335,16 @@ def window_batches(seqs: Sequences, window: int, batch_size: int, *, seed: int, 
   start_of = np.arange(len(seq_of)) - np.repeat(np.cumsum(per_seq) - per_seq, per_seq)
   n = len(seq_of)
   s = seqs.image_size
-  perms = {}
-
-  def perm(epoch):
-    if epoch not in perms:
-      if len(perms) > 4:
-        perms.pop(min(perms))
-      perms[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
-    return perms[epoch]
+  order = _ShuffledOrder(n, seed, batch_size, process_index * b, b)
 
   def batch(step):
-    positions = step * batch_size + process_index * b + np.arange(b, dtype=np.int64)
-    epochs, offsets = np.divmod(positions, n)
+    windows, positions = order(step)
     out = {"image": np.zeros((b, window, s, s, 3), np.uint8),
            "label": np.zeros((b, window), np.int32), "mask": np.zeros((b, window), bool),
            "first": np.zeros(b, bool), "last": np.zeros(b, bool)}
     if extra is not None:
       out["extra"] = np.zeros((b, window, extra[0].shape[1]), np.float32)
-    for row, (e, o) in enumerate(zip(epochs, offsets)):
-      w = perm(int(e))[o]
+    for row, w in enumerate(windows):
       i, t0 = seq_of[w], start_of[w]
       t1 = min(t0 + window, lengths[i])
       out["image"][row, :t1 - t0] = seqs.frames[i][t0:t1]

@@ -57,18 +57,20 @@ read_image = media.read_image
 as_rgb = media.as_rgb
 
 
+def model_file(name: str) -> str:
+  """Path of a dlib model file (e.g. shape_predictor_68_face_landmarks.dat) shipped in the
+  face-recognition-models package (found without importing it: its __init__ needs pkg_resources,
+  gone from setuptools >= 81)."""
+  spec = importlib.util.find_spec("face_recognition_models")
+  if spec is None or not spec.submodule_search_locations:
+    raise ImportError(f"{name}: face registration needs the face-recognition-models package "
+                      "(pip install face-recognition-models).")
+  return os.path.join(list(spec.submodule_search_locations)[0], "models", name)
+
+
 def predictor_path() -> str:
   """Path of dlib's 68-point model shipped by the face-recognition-models package."""
-  try:
-    import face_recognition_models  # pylint: disable=g-import-not-at-top
-    return face_recognition_models.pose_predictor_model_location()
-  except ImportError:  # Its __init__ needs pkg_resources, gone from setuptools >= 81; find the file.
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-      raise ImportError("face registration needs the face-recognition-models package "
-                        "(pip install face-recognition-models).") from None
-    return os.path.join(list(spec.submodule_search_locations)[0], "models",
-                        "shape_predictor_68_face_landmarks.dat")
+  return model_file("shape_predictor_68_face_landmarks.dat")
 
 
 @functools.lru_cache(maxsize=None)
