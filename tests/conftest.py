@@ -2,8 +2,7 @@
 import os
 import sys
 
-# Merged into XLA_FLAGS, never overwriting it; fer_jax (imported below, before any test starts JAX)
-# adds its XLA CPU defaults the same way (fer_jax/__init__.py).
+# Merged into XLA_FLAGS, never overwriting it.
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                              " --xla_force_host_platform_device_count=8").strip()

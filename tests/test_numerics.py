@@ -1,5 +1,5 @@
 """Numerics of one train step of the tiny CNN on XLA CPU: float32 with and without the YNNPACK
-reduce flag (fer_jax/__init__.py sets it) against float64 runs of the same step.
+reduce flag (fer_jax.YNN_REDUCE) against float64 runs of the same step.
 
 Each float32 run is its own process (XLA reads XLA_FLAGS at backend init): the same initial weights
 (seed; checked equal), the same uint8 batch, one forward (train mode: BatchNorm batch statistics)
@@ -33,8 +33,8 @@ import pytest
 import fer_jax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Explicit either way: fer_jax/__init__.py adds its defaults to XLA_FLAGS unless the flag is named.
-YNN_REDUCE, YNN_OFF = fer_jax.XLA_CPU_DEFAULTS, f"--{fer_jax.YNN_FLAG}=-reduce"
+# Explicit either way (XLA's default is off).
+YNN_REDUCE, YNN_OFF = fer_jax.YNN_REDUCE, f"--{fer_jax.YNN_FLAG}=-reduce"
 # Norm-wise relative error per tensor vs float64; see the module docstring.
 TOLERANCE = {"float32": 1e-3, "float32+ynn_reduce": 1e-4}
 BATCH, NUM_CLASSES = 16, 7
