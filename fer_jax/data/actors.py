@@ -26,6 +26,7 @@ from absl import logging
 import numpy as np
 import scipy.cluster.hierarchy
 
+from fer_jax.data import media
 from fer_jax.data import registration
 
 THRESHOLD = 0.6  # dlib's threshold: descriptors of one person lie closer than this (LFW: 99.38 %).
@@ -58,7 +59,7 @@ class FaceDescriber:
 
   def describe(self, image: np.ndarray, source: str = "image") -> Optional[np.ndarray]:
     """The largest face's descriptor float32 [128] in uint8 [H, W(, C)], or None without a face."""
-    rgb = registration.as_rgb(image, source)
+    rgb = media.as_rgb(image, source)
     box = self._registrar.detect(rgb, source)
     if box is None:
       return None
@@ -82,7 +83,7 @@ class FaceDescriber:
     for i in picks:
       frame = frames[i]
       if isinstance(frame, (str, os.PathLike)):
-        frame = registration.read_image(frame)
+        frame = media.read_image(frame)
       d = self.describe(frame, f"{source} frame {i}")
       if d is not None:
         found.append(d)

@@ -50,11 +50,6 @@ _FRONTAL = (0, 3, 4)  # dlib frontal detector sub-detectors: front looking (upri
 
 NoFaceError = errors.NoFaceError
 UnreadableImageError = errors.UnreadableImageError
-# Frame reading lives in fer_jax.data.media; these names stay for callers of registration.
-IMAGE_EXTENSIONS = media.IMAGE_EXTENSIONS
-frame_files = media.frame_files
-read_image = media.read_image
-as_rgb = media.as_rgb
 
 
 def model_file(name: str) -> str:
@@ -286,7 +281,7 @@ class Registrar:
 
     A turned image, or one of two side by side, is found as in a sequence's first frame.
     """
-    frame = _Tracker(self, source).step(as_rgb(image, source), source)
+    frame = _Tracker(self, source).step(media.as_rgb(image, source), source)
     if frame.face is None:
       raise NoFaceError(f"No face found in {source} (also tried turned and halved). Check the image "
                         "shows a frontal face, or set data.register=False if the frames are already "
@@ -373,9 +368,9 @@ class Registrar:
   @staticmethod
   def _read(frame, source: str, t: int) -> tuple[np.ndarray, str]:
     if isinstance(frame, (str, os.PathLike)):
-      return read_image(frame), os.fspath(frame)
+      return media.read_image(frame), os.fspath(frame)
     name = f"{source} frame {t}"
-    return as_rgb(frame, name), name
+    return media.as_rgb(frame, name), name
 
   @staticmethod
   def _database_points(landmarks, t: int, rgb: np.ndarray, source: str) -> Optional[np.ndarray]:

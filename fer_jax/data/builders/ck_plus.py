@@ -9,6 +9,7 @@ import re
 from absl import logging
 
 from fer_jax.data import labels as labels_lib
+from fer_jax.data import media
 from fer_jax.data.builders import common
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
@@ -87,7 +88,7 @@ class CkPlus(common.SequenceBuilder, skip_registration=True):
     if not (cfg.register and cfg.use_database_landmarks and landmarks_dirs):
       return None
     folder = os.path.join(landmarks_dirs[0], subject, seq)
-    frames = common.frame_files(frames_dir)
+    frames = media.frame_files(frames_dir)
     paths = [os.path.join(folder, re.sub(r"\.[^.]*$", "", os.path.basename(f)) + "_landmarks.txt")
              for f in frames]
     if not frames or not all(os.path.isfile(p) for p in paths):

@@ -169,7 +169,6 @@ def visible(names: Sequence[str]) -> list[str]:
   return sorted(n for n in names if not n.startswith("."))
 
 
-frame_files = registration.frame_files
 
 
 def read_video(path: str) -> list[np.ndarray]:
@@ -272,7 +271,7 @@ def load_frames(item: Item, image_size: int, register: bool,
     return out, np.asarray(info["landmarks"], np.float32)
   out, points = [], []
   for t, f in enumerate(frames):
-    rgb = registration.as_rgb(f, f"{item.path} frame {t}")
+    rgb = media.as_rgb(f, f"{item.path} frame {t}")
     out.append(to_size(rgb, image_size))
     points.append(frame_landmarks(registrar, rgb, image_size))
   return np.stack(out), np.stack(points)
