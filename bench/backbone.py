@@ -3,6 +3,7 @@
   python -m bench.backbone                 # --mode=cpu: input 107, width 0.25; prints ours/torch
   python -m bench.backbone --input_size=75 --width=0.125 --batch=32   # the demo's network
   python -m bench.backbone --mode=gpu      # 299x299 bfloat16 batch 128, 1/1/1: images/s and MFU
+  python -m bench.backbone --mode=gpu --max_batch   # + the largest batch that fits, and its images/s
 
 One step = forward + backward + SGD-momentum update with BatchNorm in train mode. Each side is its
 own long-lived worker process (its peak RSS is its own) that compiles and warms up, then times one
@@ -14,6 +15,13 @@ is printed beside: on an oversubscribed machine PyTorch's OpenMP threads spin at
 wall time collapses first. Both sides run --threads threads
 (XLA's CPU thread pool is sized by the CPUs the process may use: set by sched_setaffinity; torch:
 set_num_threads) and flush denormals (XLA CPU does by default; torch.set_flush_denormal).
+
+--mode=gpu: the same step on one GPU in bfloat16 (ours: model.dtype bfloat16, float32 parameters;
+PyTorch: autocast to bfloat16, channels_last, cudnn.benchmark), both sides timed the same way (the
+round ends when the device is done). --max_batch then estimates the largest batch from our side's
+peak device memory (peak = state + batch x per-image activations, fitted at --batch) and runs a
+jax worker at 95 % of that estimate, then smaller (x0.8) until one runs: the largest batch that ran
+and its images/s are printed.
 """
 import argparse
 import collections
@@ -142,6 +150,8 @@ def run_jax(a):
   stats = getattr(device, "memory_stats", lambda: None)()
   if stats and "peak_bytes_in_use" in stats:
     info["device_peak_mb"] = stats["peak_bytes_in_use"] / 2**20
+    info["device_limit_mb"] = stats.get("bytes_limit", 0) / 2**20
+    info["state_mb"] = sum(x.nbytes for x in jax.tree.leaves(box["state"])) / 2**20
   _serve(a, step, info)
 
 
@@ -155,24 +165,36 @@ def run_torch(a):
   torch.manual_seed(0)
   model = tir.InceptionResNet(NUM_CLASSES, width=a.width, repeats=a.repeats, fc1_width=FC1_WIDTH,
                               dropout=0.2)
+  gpu = a.mode == "gpu"
+  device = torch.device("cuda" if gpu else "cpu")
+  if gpu:
+    torch.backends.cudnn.benchmark = True
+  model = model.to(device)
   model.train()
   opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-  images = torch.empty(a.batch, 3, a.input_size, a.input_size).uniform_(-1, 1)
-  if a.torch_channels_last:
+  images = torch.empty(a.batch, 3, a.input_size, a.input_size, device=device).uniform_(-1, 1)
+  if a.torch_channels_last or gpu:
     model = model.to(memory_format=torch.channels_last)
     images = images.contiguous(memory_format=torch.channels_last)
-  labels = torch.randint(0, NUM_CLASSES, (a.batch,))
+  labels = torch.randint(0, NUM_CLASSES, (a.batch,), device=device)
+  dtype = torch.bfloat16 if a.dtype == "bfloat16" else torch.float32
 
   def step(n):
     for _ in range(n):
       opt.zero_grad(set_to_none=True)
-      loss = torch.nn.functional.cross_entropy(model(images), labels)
+      with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
       loss.backward()
       opt.step()
+    if gpu:
+      torch.cuda.synchronize()
 
   step(a.warmup)
-  _serve(a, step, dict(params=sum(p.numel() for p in model.parameters()), cpus=cpus,
-                       threads=torch.get_num_threads(), version=torch.__version__))
+  info = dict(params=sum(p.numel() for p in model.parameters()), cpus=cpus,
+              threads=torch.get_num_threads(), version=torch.__version__)
+  if gpu:
+    info["device_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+  _serve(a, step, info)
 
 
 class _Worker:
@@ -227,6 +249,9 @@ def main():
                  help="XLA_FLAGS of more jax sides, ';'-separated (cpu mode; '' for none)")
   p.add_argument("--dtype", choices=["float32", "bfloat16"])
   p.add_argument("--peak_flops", type=float, help="device peak FLOP/s for the MFU (gpu mode)")
+  p.add_argument("--no_torch", action="store_true", help="time our side only")
+  p.add_argument("--max_batch", action="store_true",
+                 help="gpu mode: also find the largest batch that fits (see above)")
   p.add_argument("--torch_channels_last", action="store_true", help="NHWC memory format in torch")
   p.add_argument("--torch_passive", action="store_true",
                  help="OMP_WAIT_POLICY=PASSIVE for torch (a shared, oversubscribed machine)")
@@ -253,6 +278,7 @@ def main():
     for flags in filter(None, a.compare_flags.split(";")):
       workers.append(_Worker("jax " + flags.replace("--xla_cpu_experimental_", ""), "jax", argv,
                              flags))
+  if not a.no_torch:
     workers.append(_Worker("torch" + " OMP_WAIT_POLICY=PASSIVE" * a.torch_passive, "torch", argv,
                            omp_passive=a.torch_passive))
   for r in range(a.rounds):
@@ -265,6 +291,8 @@ def main():
     ips = sorted(a.batch * a.steps / s for s in w.seconds)
     extra = (f"compile {w.info['compile_s']:.1f} s" if "compile_s" in w.info
              else f"torch {w.info['version']}, {w.info['threads']} threads")
+    if "device_peak_mb" in w.info:
+      extra += f", device peak {w.info['device_peak_mb']:.0f} MB"
     print(f"{w.name:30s} {statistics.median(ips):8.1f} images/s (min {ips[0]:.1f}, max "
           f"{ips[-1]:.1f})  step {statistics.median(w.seconds) / a.steps * 1e3:7.1f} ms (CPU "
           f"{statistics.median(w.cpu_seconds) / a.steps * 1e3:.0f} ms)  peak RSS "
@@ -279,15 +307,50 @@ def main():
     print(f"{ours.info['device']}: step FLOPs {ours.info['step_flops']:.4g} (XLA cost_analysis), "
           f"achieved {achieved / 1e12:.1f} TFLOP/s, MFU {mfu}; device peak memory "
           f"{ours.info.get('device_peak_mb', float('nan')):.0f} MB")
+    if theirs is not ours:
+      _print_ratios(workers, theirs)
+    if a.max_batch:
+      _find_max_batch(a, argv, ours.info)
     return
   if any(w.info["params"] != theirs.info["params"] for w in workers):
     raise AssertionError(f"parameter counts differ: {[w.info['params'] for w in workers]}")
+  _print_ratios(workers, theirs)
+
+
+def _print_ratios(workers, theirs):
   for w in workers[:-1]:
     ratios = sorted(t / o for o, t in zip(w.seconds, theirs.seconds))
     print(f"ratio {w.name} / torch images/s: median {statistics.median(ratios):.2f}x over "
           f"{len(ratios)} rounds (min {ratios[0]:.2f}x, max {ratios[-1]:.2f}x); CPU time per step "
           f"torch / ours: "
           f"{statistics.median(theirs.cpu_seconds) / statistics.median(w.cpu_seconds):.2f}x")
+
+
+def _find_max_batch(a, argv, info):
+  """Largest batch that runs: estimated from the peak at a.batch, tried at 95 %, then x0.8."""
+  if "device_peak_mb" not in info:
+    print("max batch: the device reports no memory statistics", flush=True)
+    return
+  per_image = (info["device_peak_mb"] - info["state_mb"]) / a.batch
+  estimate = int((info["device_limit_mb"] - info["state_mb"]) / per_image)
+  print(f"max batch: {per_image:.1f} MB per image at batch {a.batch}, state "
+        f"{info['state_mb']:.0f} MB, device limit {info['device_limit_mb']:.0f} MB -> estimate "
+        f"{estimate}", flush=True)
+  batch = estimate * 95 // 100 // 8 * 8
+  while batch > a.batch:
+    args = [x for x in argv if not x.startswith(("--batch=", "--steps="))]
+    try:
+      w = _Worker(f"jax batch {batch}", "jax", args + [f"--batch={batch}", "--steps=5"])
+    except RuntimeError as e:  # Out of memory at compile or warm-up: the worker exited.
+      print(f"max batch: {batch} failed ({e})", flush=True)
+      batch = int(batch * 0.8) // 8 * 8
+      continue
+    w.run()
+    w.stop()
+    print(f"max batch: {batch} ran, {batch * 5 / w.seconds[0]:.1f} images/s, device peak "
+          f"{w.info['device_peak_mb']:.0f} MB", flush=True)
+    return
+  print("max batch: no batch above --batch ran", flush=True)
 
 
 if __name__ == "__main__":

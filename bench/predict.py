@@ -3,10 +3,15 @@
     python -m bench.predict                # demo network (configs/demo.py: input 75, width 1/8)
     python -m bench.predict --model=paper  # the paper's network (299x299, 1/1/1 blocks), on a GPU
     python -m bench.predict --mode=stream  # live: sustained fps and latency (fer_jax.streaming)
+    python -m bench.predict --mode=cnn --model=paper --frames=2048   # CNN + CRF stages alone (GPU)
 
 --mode=stream runs the CLI's streaming path (fer_jax.streaming.run, CSV written and flushed per row)
 on the clip paced like a camera (PacedFrames: --rates frames/s; 0 = as fast as it decodes) and
-reports the sustained fps, the latency from a frame's arrival to its row (median, p95) and the part
+--mode=cnn times predict's CNN and CRF stages alone (predict.classify, the call predict_video makes
+after registration) on --frames registered crops (the clip's frames resized to the CNN's input): what
+an accelerator changes, without decoding or dlib (which run on the CPU whatever the device).
+
+--mode=stream reports the sustained fps, the latency from a frame's arrival to its row (median, p95) and the part
 of it beyond the fixed lag, beside the offline path measured in the same run (the peer: ratio
 stream/offline fps). The load average before and after shows how busy the machine was.
 
@@ -146,7 +151,8 @@ def write_video(path: str, frames: np.ndarray, fps: float = 30.0):
 
 def define_flags():
   """Bench flags (defined only when run as a script; tests import the helpers)."""
-  flags.DEFINE_enum("mode", "offline", ["offline", "stream"], "offline: predict_video per stage; "
+  flags.DEFINE_enum("mode", "offline", ["offline", "stream", "cnn"], "cnn: the CNN and CRF stages "
+                    "on registered crops; offline: predict_video per stage; "
                     "stream: fer_jax.streaming's sustained fps and latency (offline as the peer).")
   flags.DEFINE_enum("model", "demo", ["demo", "paper"], "demo: configs/demo.py network; paper: "
                     "299x299 Inception-ResNet with 1/1/1 blocks.")
@@ -267,6 +273,26 @@ def stream_figures(workdir: str, video: str, rate: float, tmp: str) -> dict:
   }
 
 
+def cnn_figures(workdir: str, frames: np.ndarray) -> dict:
+  """predict.classify on `frames` resized to the CNN's input, FLAGS.repeats times (first: compile)."""
+  import skimage.transform  # pylint: disable=g-import-not-at-top
+  fold = predict.load_fold(workdir)
+  s = fold.config.data.image_size
+  faces = np.stack([skimage.transform.resize(f, (s, s), preserve_range=True) for f in frames])
+  faces = faces.astype(np.uint8)
+  landmarks = np.zeros((len(faces), 68, 2), np.float32)
+  runs = []
+  for i in range(FLAGS.repeats):
+    timings = {}
+    predict.classify(fold, faces, landmarks, timings)
+    runs.append(timings)
+    logging.info("run %d: %s", i, timings)
+  n, last = len(faces), runs[-1]
+  return {"frames": n, "batch_size": int(fold.config.train.eval_batch_size),
+          "fps_cnn_first_run": n / runs[0]["cnn"], "fps_cnn": n / last["cnn"],
+          "fps_crf": n / last["crf"], "seconds_per_stage": {k: round(v, 4) for k, v in last.items()}}
+
+
 def _cpu_seconds() -> float:
   usage = resource.getrusage(resource.RUSAGE_SELF)
   return usage.ru_utime + usage.ru_stime
@@ -288,6 +314,9 @@ def main(argv):
              "cpu_count": os.cpu_count(), "load_average_1m_before": os.getloadavg()[0]}
   with tempfile.TemporaryDirectory() as tmp:
     workdir = make_random_workdir(config, os.path.join(tmp, "workdir"))
+    if FLAGS.mode == "cnn":
+      figures["cnn"] = cnn_figures(workdir, astronaut_frames(FLAGS.frames, width, height))
+      return _finish(figures)
     video = os.path.join(tmp, "astronaut.mp4")
     write_video(video, astronaut_frames(FLAGS.frames, width, height))
     figures["offline"] = offline_figures(workdir, video, events)
@@ -296,6 +325,11 @@ def main(argv):
       figures["stream_vs_offline_fps_unpaced"] = [  # Same frames, same run: the peer ratio.
           round(s["sustained_fps"] / figures["offline"]["fps_excluding_load_and_compile"], 3)
           for s in figures["stream"] if s["source_rate_fps"] == "unpaced"]
+  _finish(figures)
+
+
+def _finish(figures: dict):
+  """Adds load and peak memory, prints the figures and writes --json_out."""
   figures["load_average_1m_after"] = os.getloadavg()[0]
   figures["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   if jax.devices()[0].platform == "gpu":

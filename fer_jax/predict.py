@@ -312,18 +312,8 @@ def predict_video(workdir: str, video: str, fold: int = 0, *, redetect_every: in
   logging.info("%s: %d frames, %d with a face (%s).", video, len(status), has_face.sum(),
                {s: status.count(s) for s in sorted(set(status))})
 
-  start = time.perf_counter()
-  batch_size = max(1, min(int(f.config.train.eval_batch_size), len(found)))
-  out = train.predict_batches(f.model, f.config,
-                              _batches(np.stack([r.face for r in found]), batch_size))
-  timings["cnn"] = time.perf_counter() - start
-
-  start = time.perf_counter()
-  x = f.inputs(out, np.stack([r.landmarks for r in found]))[None]  # [1, N, D]
-  mask = np.ones(x.shape[:2], bool)
-  marginals = np.asarray(crf.predict_marginals(f.params, x, mask))[0]
-  tags = np.asarray(crf.predict(f.params, x, mask))[0]
-  timings["crf"] = time.perf_counter() - start
+  out, marginals, tags = classify(f, np.stack([r.face for r in found]),
+                                  np.stack([r.landmarks for r in found]), timings)
 
   t, k = len(status), len(f.class_names)
   result = PredictionResult(
@@ -339,6 +329,33 @@ def predict_video(workdir: str, video: str, fold: int = 0, *, redetect_every: in
       result.boxes[i] = regs[i].box
     result.points[i] = regs[i].image_landmarks
   return result
+
+
+def classify(f: Fold, faces: np.ndarray, landmarks: np.ndarray, timings: dict):
+  """The CNN and the CRF over one sequence of registered faces.
+
+  Args:
+    f: the fold (load_fold).
+    faces: uint8 [N, S, S, 3] registered crops, in time order.
+    landmarks: float32 [N, 68, 2] their landmarks in the crop (used if the CRF's input has geometry).
+    timings: gets "cnn" and "crf" seconds.
+
+  Returns:
+    (CNN outputs {"logits": [N, K], "features": [N, F]}, CRF marginals float32 [N, K], Viterbi
+    labels int32 [N]).
+  """
+  start = time.perf_counter()
+  batch_size = max(1, min(int(f.config.train.eval_batch_size), len(faces)))
+  out = train.predict_batches(f.model, f.config, _batches(faces, batch_size))
+  timings["cnn"] = time.perf_counter() - start
+
+  start = time.perf_counter()
+  x = f.inputs(out, landmarks)[None]  # [1, N, D]
+  mask = np.ones(x.shape[:2], bool)
+  marginals = np.asarray(crf.predict_marginals(f.params, x, mask))[0]
+  tags = np.asarray(crf.predict(f.params, x, mask))[0]
+  timings["crf"] = time.perf_counter() - start
+  return out, marginals, tags
 
 
 def face_status(status) -> list[str]:
