@@ -190,6 +190,7 @@ RULES: dict[str, Rule] = {
     "joint.learning_rate": number(0.0, lo_open=True),
     "joint.ce_weight": number(0.0),
     "joint.augment": boolean(),
+    "joint.refit_crf": boolean(),
     "joint.log_every": integer(1),
     "joint.eval_every": integer(1),
     "joint.checkpoint_every": integer(1),

@@ -9,7 +9,7 @@ Workdir layout:
   fold_<k>/cnn/                 stage-1 checkpoints, metrics.jsonl, TensorBoard events (train.py)
   fold_<k>/cross_fit_<j>/cnn/   CNNs trained without training-subject group j (cross-fitted CRF features)
   fold_<k>/crf.npz              the CRF on crf.features with its input spec and standardisation (predict)
-  fold_<k>/joint/               stage 3 (joint.py)
+  fold_<k>/joint/               stage 3 (joint.py; crf.npz: the CRF of the joint row, see joint_stage)
   fold_<k>/result.json          the finished fold (a rerun skips it)
   results.json, report.md, confusion_softmax.png, confusion_crf.png, tensorboard/
 """
@@ -320,6 +320,62 @@ def joint_inputs(inputs, parts: dict):
   return joint.CRFInput(keys=cnn, mean=mean, std=std), extra
 
 
+def joint_stage(config, workdir: str, *, model, inputs, variant: dict, parts: dict,
+                num_classes: int, seed: int):
+  """Stage 3 of one fold: joint fine-tuning (joint.train_joint), then the CRF refitted (refit_crf).
+
+  With config.joint.refit_crf, the CRF that labels the test set is stage 2's procedure run again on
+  the outputs of the fine-tuned CNN (the validation-best step): input statistics and CRF fitted on
+  its in-sample training outputs (a fine-tuned CNN has no cross-fitted twin), sigma^2 chosen by
+  crf.sigma2_selection. The CRF trained beside the CNN took joint.steps SGD steps from stage 2's
+  optimum for another CNN; the refit is the exact MAP CRF of the CNN that is kept. When validation keeps
+  step 0 the CNN is stage 1's and the refit would be stage 2's fit: stage 2's CRF is used as is.
+  Without refit_crf, the CRF trained beside the CNN labels the test set.
+  Writes workdir/crf.npz (crf.save_crf with the input statistics, as stage 2's crf.npz).
+
+  Args:
+    model: stage 1's CNN. inputs: the fitted crf_inputs.CrfInputs of crf.features (stage 2).
+    variant: stage 2's configured CRF variant (crf_variants: "params", "sigma2").
+    parts: {"train", "val", "test": Sequences}.
+
+  Returns:
+    (test tags int32 [N, T] as model_outputs' padding, info {"best_step", "val_accuracy",
+    "crf": "refit" | "stage2" | "joint", "sigma2", "seconds", "labelling_seconds": of them the
+    refit (or the test labelling) after training}).
+  """
+  t0 = time.perf_counter()
+  crf_input, extra = joint_inputs(inputs, parts)
+  extra = extra or {}
+  res = joint.train_joint(config, workdir, model=model, crf_params=variant["params"],
+                          sigma2=variant["sigma2"], train_seqs=parts["train"], val_seqs=parts["val"],
+                          num_classes=num_classes, seed=seed, crf_input=crf_input,
+                          train_extra=extra.get("train"), val_extra=extra.get("val"))
+  t1 = time.perf_counter()
+  if not config.joint.refit_crf:
+    kind, params, sigma2 = "joint", res.crf_params, variant["sigma2"]
+    tags, _ = joint.predict_tags(res.model, params, config, parts["test"], crf_input,
+                                 extra.get("test"))
+  elif res.best_step == 0:
+    kind, params, sigma2, tags = "stage2", variant["params"], variant["sigma2"], variant["test_tags"]
+  else:
+    outs = {name: model_outputs(res.model, config, s) for name, s in parts.items()}
+    landmarks = {name: s.landmarks for name, s in parts.items()}
+    inputs, train_sets, val, test = _crf_data(config, inputs.spec, outs, landmarks, None)
+    selection = config.crf.sigma2_selection
+    fit = crf_variants(config, train_sets, val, test, parts["train"].subjects, num_classes, seed,
+                       (selection,))[f"in_sample/{selection}"]
+    kind, params, sigma2, tags = "refit", fit["params"], fit["sigma2"], fit["test_tags"]
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    crf.save_crf(os.path.join(workdir, "crf.npz"), params, sigma2, extras=inputs.to_extras())
+  info = {"best_step": res.best_step, "val_accuracy": res.best_val_accuracy, "crf": kind,
+          "sigma2": float(sigma2), "seconds": time.perf_counter() - t0,
+          "labelling_seconds": time.perf_counter() - t1}
+  logging.info("Stage 3: best step %d, validation accuracy %s, CRF %s (sigma2 %g), %.1f s.",
+               res.best_step, res.best_val_accuracy, kind, sigma2, info["seconds"])
+  return tags, info
+
+
 def neutral_index(class_names):
   """The index of "neutral" in class_names, or None (FERA has no neutral class)."""
   return list(class_names).index("neutral") if "neutral" in class_names else None
@@ -398,11 +454,9 @@ def run_fold(config, fold_dir: str, seqs, fold, k: int) -> dict:
       "test_subjects": sorted(set(str(s) for s in test_seqs.subjects)),
   }
   if config.joint.steps > 0:  # Stage 3 from this CNN and the configured CRF variant.
-    crf_input, extra = joint_inputs(inputs, parts)
-    joint_tags, result["joint"] = joint.run_stage(
-        config, os.path.join(fold_dir, "joint"), model=model, crf_params=variants[primary]["params"],
-        sigma2=variants[primary]["sigma2"], num_classes=num_classes, seed=seed,
-        crf_input=crf_input, extra=extra, seqs=parts)
+    joint_tags, result["joint"] = joint_stage(config, os.path.join(fold_dir, "joint"), model=model,
+                                              inputs=inputs, variant=variants[primary], parts=parts,
+                                              num_classes=num_classes, seed=seed)
     result["accuracy_joint"] = evaluate.frame_metrics(
         evaluate.masked_frames(joint_tags, te_mask), true, num_classes)["accuracy"]
     predictions[f"joint/{config.crf.features}"] = joint_tags

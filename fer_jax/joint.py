@@ -22,7 +22,13 @@ fer_jax/train.py (an Objective: this file gives the loss, the batch kind and the
 - Best step: frame accuracy of Viterbi on the whole validation sequences (exact; the test metric),
   step 0 (stage 1 + 2 as they are) included: fine-tuning that does not help on validation is undone.
 - Optimizer: stage 1's SGD with momentum and weight decay on CNN kernels, at the constant rate
-  joint.learning_rate, over CNN and CRF parameters alike. No augmentation by default: stage 2's CRF
+  joint.learning_rate, over CNN and CRF parameters alike. The configs use a tenth of stage 1's final
+  rate, as usual for fine-tuning a trained network: at stage 1's final rate (the demo's first
+  setting, 1e-3) the test accuracy of the demo swung by up to 10 points between evaluations 25 steps
+  apart (the window batches are 8 windows of a few sequences), so which step validation picked was
+  mostly chance; at a tenth the swings were a few points.
+- After training, experiment.py refits the CRF by stage 2's own procedure on the chosen CNN's outputs
+  (joint.refit_crf): see experiment.joint_stage. No augmentation by default: stage 2's CRF
   was fitted on un-augmented frames and stage 3 goes on from it on the same distribution (on the
   demo, augmented windows raised validation but not test accuracy); joint.augment = True applies
   stage 1's config.data.augment, one draw per window (pipeline.window_batches).
@@ -33,7 +39,6 @@ import dataclasses
 import time
 from typing import Any, Optional, Sequence
 
-from absl import logging
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -273,28 +278,3 @@ def predict_tags(model: nnx.Module, crf_params: crf.CRFParams, config, seqs,
       process_count=jax.process_count()))
   x, _, mask = sequence_inputs(crf_input, out, seqs, extra)
   return np.asarray(crf.predict(crf_params, x, mask)), mask
-
-
-def run_stage(config, workdir: str, *, model, crf_params, sigma2, seqs: dict, num_classes: int,
-              seed: int, crf_input: CRFInput = CRFInput(), extra: Optional[dict] = None):
-  """Stage 3 of one fold: trains (train_joint) and labels the test sequences.
-
-  Args:
-    seqs: {"train", "val", "test": Sequences}. extra: None or {"train", "val", "test": per-sequence
-      [T_i, G] arrays}.
-
-  Returns:
-    (test tags int32 [N, T] as model_outputs' padding, info {"best_step", "val_accuracy",
-    "seconds"}).
-  """
-  extra = extra or {}
-  res = train_joint(config, workdir, model=model, crf_params=crf_params, sigma2=sigma2,
-                    train_seqs=seqs["train"], val_seqs=seqs["val"], num_classes=num_classes,
-                    seed=seed, crf_input=crf_input, train_extra=extra.get("train"),
-                    val_extra=extra.get("val"))
-  tags, _ = predict_tags(res.model, res.crf_params, config, seqs["test"], crf_input,
-                         extra.get("test"))
-  logging.info("Stage 3: best step %d, validation accuracy %s, %.1f s.", res.best_step,
-               res.best_val_accuracy, res.seconds)
-  return tags, {"best_step": res.best_step, "val_accuracy": res.best_val_accuracy,
-                "seconds": res.seconds}

@@ -1,4 +1,5 @@
 """The two-stage experiment end to end on the synthetic set, resume, cross-database labels, user errors."""
+import copy
 import dataclasses
 import glob
 import json
@@ -13,7 +14,10 @@ import numpy as np
 import pytest
 
 from configs import demo
+from fer_jax import crf
+from fer_jax import crf_inputs
 from fer_jax import experiment
+from fer_jax import joint
 from fer_jax import models
 from fer_jax import train
 from fer_jax.data import labels
@@ -78,6 +82,78 @@ def test_results_report_and_plots(demo_run):
     with open(os.path.join(workdir, name), "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   assert os.listdir(os.path.join(workdir, "tensorboard"))
+
+
+def _fold_zero(config, workdir):
+  """(parts {"train", "val", "test": Sequences}, stage 1's CNN, number of classes) of fold 0."""
+  seqs, folds, _, _ = experiment.load_data(config)
+  f = folds[0]
+  parts = {"train": seqs.subset(f.train), "val": seqs.subset(f.val), "test": seqs.subset(f.test)}
+  num_classes = len(seqs.class_names)
+  return parts, train.load_model(config, os.path.join(workdir, "fold_0", "cnn"), num_classes), \
+      num_classes
+
+
+def test_joint_stage_refits_the_crf_on_the_fine_tuned_cnn(demo_run, tmp_path, monkeypatch):
+  config, workdir, _ = demo_run
+  parts, model, num_classes = _fold_zero(config, workdir)
+  outs = {name: experiment.model_outputs(model, config, s) for name, s in parts.items()}
+  landmarks = {name: s.landmarks for name, s in parts.items()}
+  inputs, train_sets, val, test = experiment._crf_data(config, "logits", outs, landmarks, None)
+  stage2 = experiment.crf_variants(config, train_sets, val, test, parts["train"].subjects,
+                                   num_classes, 0, ("validation",))["in_sample/validation"]
+  # Stage 3 stands in: "fine-tuning" moved FC2's kernel (mixing the classes: a per-class shift or
+  # scale would vanish in the standardisation) and validation kept step 7 (or step 0).
+  config = copy.deepcopy(config)
+  tuned = train.load_model(config, os.path.join(workdir, "fold_0", "cnn"), num_classes)
+  kernel = tuned.fc2.kernel[...]
+  tuned.fc2.kernel[...] = kernel + 0.5 * jnp.std(kernel) * jax.random.normal(
+      jax.random.key(0), kernel.shape)
+  best = {}
+  monkeypatch.setattr(joint, "train_joint", lambda *a, **k: joint.JointResult(
+      model=model if best["step"] == 0 else tuned, crf_params=stage2["params"],
+      best_step=best["step"], best_val_accuracy=0.5, history=[], seconds=0.0))
+
+  def run(step, refit=True):
+    best["step"] = step
+    with config.unlocked():
+      config.joint.refit_crf = refit
+    d = str(tmp_path / f"step{step}_{refit}")
+    tags, info = experiment.joint_stage(config, d, model=model, inputs=inputs, variant=stage2,
+                                        parts=parts, num_classes=num_classes, seed=0)
+    return tags, info, crf.load_crf(os.path.join(d, "crf.npz"))
+
+  tags, info, (params, sigma2, extras) = run(7)
+  assert info["crf"] == "refit" and info["best_step"] == 7 and sigma2 == info["sigma2"]
+  # The saved CRF and its input statistics, applied as predict applies them to the tuned CNN's
+  # outputs, give the test tags; its statistics are the tuned CNN's training outputs'.
+  rebuilt = crf_inputs.CrfInputs.from_extras(extras)
+  t_out = train.predict_batches(tuned, config, pipeline.eval_batches(parts["train"], 32))
+  np.testing.assert_allclose(rebuilt.mean, t_out["logits"].mean(0), rtol=1e-4, atol=1e-4)
+  logits, true, mask = pipeline.sequence_arrays(
+      parts["test"], train.predict_batches(tuned, config, pipeline.eval_batches(parts["test"], 32))[
+          "logits"])
+  x = np.stack([rebuilt({"logits": l}) for l in logits]) * mask[..., None]
+  np.testing.assert_array_equal(np.asarray(crf.predict(params, x, mask)), tags)
+  # It is stage 2's fit on the tuned CNN's training outputs: a fresh fit from zero agrees.
+  _, train_tags, train_mask = train_sets["in_sample"]
+  x_train = np.stack([rebuilt({"logits": l}) for l in experiment.model_outputs(
+      tuned, config, parts["train"])[0]["logits"]]) * train_mask[..., None]
+  fresh, _ = crf.fit(x_train, train_tags, train_mask, sigma2=sigma2, num_classes=num_classes,
+                     max_iter=1000, tol=1e-7)
+  objective = lambda p: float(crf.objective(p, x_train, train_tags, train_mask, sigma2))
+  assert objective(params) == pytest.approx(objective(fresh), rel=1e-3)
+  assert objective(stage2["params"]) > objective(fresh) * 1.01  # The refit did change the CRF.
+  # Step 0 kept: stage 2's CRF and tags as they are; refit_crf False: the CRF trained beside the CNN.
+  tags, info, (params, sigma2, _) = run(0)
+  assert info["crf"] == "stage2" and sigma2 == stage2["sigma2"]
+  np.testing.assert_array_equal(tags, stage2["test_tags"])
+  np.testing.assert_array_equal(params.weights, stage2["params"].weights)
+  tags, info, _ = run(7, refit=False)
+  want, _ = joint.predict_tags(tuned, stage2["params"], config, parts["test"],
+                               joint.CRFInput(mean=inputs.mean, std=inputs.std))
+  assert info["crf"] == "joint"
+  np.testing.assert_array_equal(tags, want)
 
 
 def test_rerun_skips_finished_folds(demo_run, monkeypatch):
@@ -282,6 +358,7 @@ def test_no_leakage_from_test_subjects(tmp_path, monkeypatch):
   if config.joint.steps:  # Stage 3 (fine-tuning on training windows, validated) as well.
     assert noisy["joint"]["best_step"] == same["joint"]["best_step"]
     assert noisy["joint"]["val_accuracy"] == same["joint"]["val_accuracy"]
+    assert noisy["joint"]["sigma2"] == same["joint"]["sigma2"]
   # ... while the noise reached the test set: of all CNN outputs, only those of the test frames moved ...
   moved = [not np.array_equal(a, b) for a, b in zip(outputs["test"], outputs["same"])]
   assert len(outputs["test"]) == len(outputs["same"]) and any(moved)
