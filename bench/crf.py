@@ -184,7 +184,8 @@ def case_fit_jax(n, sigma2, solver="jaxopt"):
   np.savez(_OUT.value, **{f: np.asarray(getattr(params, f)) for f in
                           ("weights", "bias", "transitions", "start", "end")})
   return dict(time_s=min(times), compile_s=first - min(times), iterations=info.iterations,
-              converged=info.converged, objective=info.objective)
+              converged=info.converged, objective=info.objective, gap_bound=info.gap_bound,
+              precision=info.precision)
 
 
 def case_fit_crfsuite(n, sigma2):
@@ -320,8 +321,9 @@ def main(argv):
     return
   lines = []
   say = lambda s: (lines.append(s), print(s, flush=True))
-  say(f"machine: {os.cpu_count()} CPU cores; times are warm minima over repeats; peak = VmHWM "
-      "of the case's own process (includes the framework import).")
+  say(f"machine: {os.cpu_count()} CPU cores, load average (1, 5, 15 min) {os.getloadavg()}; times "
+      "are warm minima over repeats; peak = VmHWM of the case's own process (includes the "
+      "framework import).")
 
   if "1" in _SECTIONS.value:
     section_ll(say)
@@ -329,6 +331,7 @@ def main(argv):
     section_fit(say)
   if "3" in _SECTIONS.value:
     section_logz(say)
+  say(f"\nload average (1, 5, 15 min) at the end: {os.getloadavg()}")
 
 
 def section_ll(say):
@@ -367,7 +370,8 @@ def section_fit(say):
       for side, label in (("fit_jax", "fer_jax jaxopt.LBFGS"), ("fit_jax_optax", "fer_jax optax.lbfgs"),
                           ("fit_crfsuite", "CRFsuite lbfgs (start=end=0)")):
         r = res[side]
-        extra = (f"compile {r['compile_s']:.1f} s, converged {r['converged']}" if "compile_s" in r
+        extra = (f"compile {r['compile_s']:.1f} s, converged {r['converged']}, relative gap <= "
+                 f"{r['gap_bound']:.1e}, {r['precision']}" if "compile_s" in r
                  else f"+ append {r['append_s']:.3f} s, its own loss {r['crfsuite_loss']:.3f}")
         say(f"    {label:30s} objective {r['obj']:.3f}  train {r['time_s']:.3f} s  "
             f"{r['iterations']} it  peak {r['peak_mib']:.0f} MiB  ({extra})")

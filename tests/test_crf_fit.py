@@ -146,55 +146,52 @@ def landmark_problem(subjects=10, size=32):
   return x, tags, mask
 
 
-def check_fit(x, tags, mask, k, sigma2, **kwargs):
+def check_fit(x, tags, mask, k, sigma2):
   """Fits with both solvers at the defaults; checks convergence, the objective against the float64
-  optimum and the gap bound against the true gap. Returns {solver: FitInfo}."""
-  infos = {}
-  for solver in ("jaxopt", "optax"):
-    params, info = crf.fit(x, tags, mask, sigma2=sigma2, solver=solver, num_classes=k, **kwargs)
-    value, _ = np_objective(theta_of(params), x.astype(np.float64), tags, mask, k, sigma2)
-    ref, _ = float64_optimum(x, tags, mask, k, sigma2, theta_of(params))
-    gap = (value - ref) / abs(ref)
+  optimum (one SciPy run, from the better fit) and the gap bound against the true gap.
+
+  Returns:
+    ({solver: FitInfo}, float64 optimum).
+  """
+  fits = {s: crf.fit(x, tags, mask, sigma2=sigma2, solver=s, num_classes=k)
+          for s in ("jaxopt", "optax")}
+  values = {s: np_objective(theta_of(p), x.astype(np.float64), tags, mask, k, sigma2)[0]
+            for s, (p, _) in fits.items()}
+  best = min(values, key=values.get)
+  ref, _ = float64_optimum(x, tags, mask, k, sigma2, theta_of(fits[best][0]))
+  for solver, (_, info) in fits.items():
+    gap = (values[solver] - ref) / abs(ref)
     assert info.converged and info.stop == "gap", (solver, info)
     assert gap <= 1e-5, (solver, gap, info)
     assert gap <= info.gap_bound * (1 + 1e-3) + 1e-9, (solver, gap, info)  # the bound is a bound
-    np.testing.assert_allclose(info.objective, value, rtol=1e-5)  # info.objective: the sum form
-    infos[solver] = info
-  iterations = {s: i.iterations for s, i in infos.items()}
+    np.testing.assert_allclose(info.objective, values[solver], rtol=1e-5)  # the sum form
+  iterations = {s: i.iterations for s, (_, i) in fits.items()}
   assert iterations["optax"] <= 1.5 * iterations["jaxopt"] + 3, iterations
-  return infos
+  return {s: i for s, (_, i) in fits.items()}, ref
 
 
-# (N, K, sigma2, logit_like, T): few and many sequences, 2..10 labels, sigma2 0.01..100, and nearly
-# separable logit-like features; N = 5,000 with short sequences. bench/crf.py fits N = 200 and
-# 2,000 (T <= 30, D = 32) at the defaults.
-CASES = [(20, 2, 0.01, False, 30), (200, 7, 1.0, False, 30), (150, 7, 10.0, True, 30),
-         (5000, 10, 100.0, False, 4)]
+# (N, K, sigma2, logit_like, T, precision): few and many sequences, 2..10 labels, sigma2 0.01..100,
+# nearly separable logit-like features; N = 5,000 with short sequences. precision "float64": float32
+# stalls before the bound is met there (few frames and a weak prior: the bound asks |grad| ~ 1e-6
+# per frame), so that path is tested; None: either. bench/crf.py fits N = 200 and 2,000 (T <= 30, D = 32, sigma2 1 and 10) at the defaults.
+CASES = [(20, 10, 100.0, False, 30, "float64"), (150, 7, 10.0, True, 30, None),
+         (5000, 2, 0.01, False, 4, None)]
 
 
-@pytest.mark.parametrize("n,k,sigma2,logit_like,t", CASES)
-def test_defaults_converge_to_the_float64_optimum(n, k, sigma2, logit_like, t):
+@pytest.mark.parametrize("n,k,sigma2,logit_like,t,precision", CASES)
+def test_defaults_converge_to_the_float64_optimum(n, k, sigma2, logit_like, t, precision):
   x, tags, mask = sample_problem(n * 100 + k, n, k, t=t, min_len=min(5, t), logit_like=logit_like)
-  check_fit(x, tags, mask, k, sigma2)
-
-
-def test_float32_stall_goes_on_in_float64():
-  # Few frames (F = 354) and a weak prior: the gap bound asks |grad| ~ 1e-6 per frame, finer than
-  # float32 can rank objective values here, so the fit stalls and goes on in float64.
-  x, tags, mask = sample_problem(2010, 20, 10)
-  infos = check_fit(x, tags, mask, 10, 100.0)
-  assert all(i.precision == "float64" for i in infos.values()), infos
+  infos, ref = check_fit(x, tags, mask, k, sigma2)
+  if precision:
+    assert all(i.precision == precision for i in infos.values()), infos
+  if logit_like:
+    # Stopped early on the same problem (compiled already): not converged, and the bound holds.
+    params, info = crf.fit(x, tags, mask, sigma2=sigma2, num_classes=k, max_iter=5)
+    value, _ = np_objective(theta_of(params), x.astype(np.float64), tags, mask, k, sigma2)
+    assert not info.converged and info.stop == "max_iter" and info.iterations == 5, info
+    assert 1e-5 < (value - ref) / ref <= info.gap_bound, (value, ref, info)
 
 
 def test_demo_geometry_converges():
   x, tags, mask = landmark_problem()
   check_fit(x, tags, mask, 7, 10.0)
-
-
-def test_early_stop_is_not_converged_and_its_bound_holds():
-  x, tags, mask = sample_problem(1507, 150, 7, logit_like=True)
-  params, info = crf.fit(x, tags, mask, sigma2=10.0, num_classes=7, max_iter=5)
-  value, _ = np_objective(theta_of(params), x.astype(np.float64), tags, mask, 7, 10.0)
-  ref, _ = float64_optimum(x, tags, mask, 7, 10.0, theta_of(params))
-  assert not info.converged and info.stop == "max_iter" and info.iterations == 5, info
-  assert 1e-5 < (value - ref) / ref <= info.gap_bound, (value, ref, info)
