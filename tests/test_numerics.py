@@ -22,6 +22,9 @@ have n = 16 * 37 * 37 = 21,904: sqrt(n) u = 9e-6, and ~30 layers chain them: 1e-
 heavy cancellation in the backward; 1e-3 for that run. A wrong kernel (a dropped or doubled
 block of a reduction, a bad accumulator, a race) is off by the block's share of the sum, >= 1e-2
 for one 256-term block of 21,904 (test_tolerance_catches_a_dropped_block).
+
+test_reductions_match_numpy checks the reduce kernels themselves, with and without the flag, against
+numpy: sums within the worst-case bound of any summation order, max / min / argmax / any / all exact.
 """
 import os
 import subprocess
@@ -154,6 +157,90 @@ def _worker(dtype: str, out_path: str, replay_paths: list[str]):
   np.savez(out_path, **out)
 
 
+# Reductions of the train and eval steps (BN statistics, bias and weight-gradient sums, losses,
+# accuracies), over the axis patterns they use, on float32 inputs with ties and -inf.
+REDUCTION_CASES = [((16, 37, 37, 8), (0, 1, 2)), ((32, 5, 5, 96), (0, 1, 2)), ((32, 7), 1),
+                   ((32, 7), 0), ((32, 64), 1), ((8, 9, 7), 2), ((8, 9, 7), (1, 2)), ((4096,), 0)]
+REDUCTIONS = ("sum", "max", "min", "argmax", "argmin", "any", "all", "logsumexp")
+
+
+def _reduction_inputs():
+  rng = np.random.default_rng(0)
+  out = []
+  for shape, axes in REDUCTION_CASES:
+    x = rng.normal(1.0, 1.0, shape).astype(np.float32)
+    ties = rng.integers(0, 4, shape).astype(np.float32)
+    ninf = x.copy()
+    ninf.flat[::5] = -np.inf
+    out += [(f"{shape}{axes}{kind}", a, axes) for kind, a in (("", x), ("ties", ties),
+                                                               ("-inf", ninf))]
+  return out
+
+
+def _reductions_worker(out_path: str):
+  """Every REDUCTIONS of every _reduction_inputs() case, each jitted alone -> out_path (.npz)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  fns = {"sum": jnp.sum, "max": jnp.max, "min": jnp.min, "logsumexp": jax.nn.logsumexp,
+         "any": lambda a, axis: jnp.any(a > 1.5, axis), "all": lambda a, axis: jnp.all(a > -1.0, axis),
+         "argmax": jnp.argmax, "argmin": jnp.argmin}
+  cases = _reduction_inputs()
+
+  @jax.jit  # One program (one compile); every reduction is still its own reduce op.
+  def run(arrays):
+    out = {}
+    for (name, _, axes), a in zip(cases, arrays):
+      for op in REDUCTIONS:
+        if op.startswith("arg") and not isinstance(axes, int):
+          continue
+        if op in ("sum", "logsumexp") and "-inf" in name:
+          continue  # -inf sums are -inf either way; covered by max/min.
+        out[f"{op} {name}"] = fns[op](a, axis=axes)
+    return out
+
+  np.savez(out_path, **jax.tree.map(np.asarray, run([a for _, a, _ in cases])))
+
+
+@pytest.mark.parametrize("flags", [YNN_REDUCE, YNN_OFF])
+def test_reductions_match_numpy(tmp_path, flags):
+  # Sums: within the worst-case bound of any summation order, (n - 1) u sum|x| (u = 2^-24), which a
+  # kernel that drops or doubles more than (n - 1) u of the terms' mass (one 256-term block of 4,096:
+  # 6e-2 vs 2e-4) exceeds; max, min, argmax (first maximum on ties), any, all: exact.
+  out = tmp_path / "reductions.npz"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags,
+             PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.run([sys.executable, __file__, "reductions", str(out)], env=env, cwd=ROOT,
+                        capture_output=True, text=True, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with np.load(out) as f:
+    got = dict(f)
+  u = 2.0**-24
+  checked = 0
+  for name, a, axes in _reduction_inputs():
+    a64 = a.astype(np.float64)
+    n = a.size // np.sum(a, axis=axes).size
+    want = {"sum": np.sum(a64, axes), "max": np.max(a, axes), "min": np.min(a, axes),
+            "any": np.any(a > 1.5, axes), "all": np.all(a > -1.0, axes),
+            "logsumexp": np.log(np.sum(np.exp(a64 - np.max(a64, axes, keepdims=True)), axes))
+                         + np.max(a64, axes)}
+    if isinstance(axes, int):
+      want.update(argmax=np.argmax(a, axes), argmin=np.argmin(a, axes))
+    for op, expected in want.items():
+      key = f"{op} {name}"
+      if key not in got:
+        continue
+      checked += 1
+      if op == "sum":
+        bound = (n - 1) * u * np.sum(np.abs(a64), axes)
+        assert np.all(np.abs(got[key] - expected) <= bound), key
+      elif op == "logsumexp":  # The sum of positive exp terms is within (n - 1) u relative (each
+        # term rounds by u too), which log turns into an absolute error; log rounds by u relative.
+        np.testing.assert_allclose(got[key], expected, rtol=2 * u, atol=(n + 1) * u, err_msg=key)
+      else:
+        np.testing.assert_array_equal(got[key], expected, err_msg=key)
+  assert checked > 100
+
+
 def _run(dtype, xla_flags, out, replay_paths=()):
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags,
              PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -219,4 +306,7 @@ def test_tolerance_catches_a_dropped_block():
 
 
 if __name__ == "__main__":
-  _worker(sys.argv[1], sys.argv[2], sys.argv[3:])
+  if sys.argv[1] == "reductions":
+    _reductions_worker(sys.argv[2])
+  else:
+    _worker(sys.argv[1], sys.argv[2], sys.argv[3:])
