@@ -30,7 +30,7 @@ class FitInfo(NamedTuple):
   # model coordinates.
   gap_bound: float  # Upper bound on (objective - optimum) / optimum from grad_norm (see `fit`).
   stop: str  # Why the solver stopped: "gap" (gap_bound <= tol), "max_iter", or "stalled" (no
-  # float32-resolvable decrease over _STALL_ITERS iterations; not converged unless gap_bound <= tol).
+  # progress over _STALL_ITERS iterations, even in float64; not converged).
   precision: str  # "float32", or "float64" when the fit went on in float64 after a float32 stall.
 
 
