@@ -331,9 +331,10 @@ def fit(features, tags, mask, *, sigma2, solver="jaxopt", max_iter=500, tol=1e-5
   stop = "gap" if converged else "stalled" if bool(stalled) else "max_iter"
   info = FitInfo(objective=float(value), iterations=int(iters), converged=converged,
                  grad_norm=float(grad_norm), gap_bound=float(gap), stop=stop, precision=precision)
-  logging.info("CRF fit (%s, sigma2=%g): objective %.6g after %d iterations, relative gap <= %.3g "
-               "(|grad|/frame %.3g)%s.", solver, float(sigma2), info.objective, info.iterations,
-               info.gap_bound, info.grad_norm, "" if converged else f" (not converged: {stop})")
+  logging.info("CRF fit (%s, %s, sigma2=%g): objective %.6g after %d iterations, relative gap <= "
+               "%.3g (|grad|/frame %.3g)%s.", solver, precision, float(sigma2), info.objective,
+               info.iterations, info.gap_bound, info.grad_norm,
+               "" if converged else f" (not converged: {stop})")
   return params, info
 
 
