@@ -30,7 +30,7 @@ class FitInfo(NamedTuple):
   # model coordinates.
   gap_bound: float  # Upper bound on (objective - optimum) / optimum from grad_norm (see `fit`).
   stop: str  # Why the solver stopped: "gap" (gap_bound <= tol), "max_iter", or "stalled" (no
-  # float32-resolvable decrease over _STALL_ITERS iterations; not converged unless gap_bound <= tol).
+  # progress over _STALL_ITERS iterations, even in float64; not converged).
   precision: str  # "float32", or "float64" when the fit went on in float64 after a float32 stall.
 
 
@@ -331,9 +331,10 @@ def fit(features, tags, mask, *, sigma2, solver="jaxopt", max_iter=500, tol=1e-5
   stop = "gap" if converged else "stalled" if bool(stalled) else "max_iter"
   info = FitInfo(objective=float(value), iterations=int(iters), converged=converged,
                  grad_norm=float(grad_norm), gap_bound=float(gap), stop=stop, precision=precision)
-  logging.info("CRF fit (%s, sigma2=%g): objective %.6g after %d iterations, relative gap <= %.3g "
-               "(|grad|/frame %.3g)%s.", solver, float(sigma2), info.objective, info.iterations,
-               info.gap_bound, info.grad_norm, "" if converged else f" (not converged: {stop})")
+  logging.info("CRF fit (%s, %s, sigma2=%g): objective %.6g after %d iterations, relative gap <= "
+               "%.3g (|grad|/frame %.3g)%s.", solver, precision, float(sigma2), info.objective,
+               info.iterations, info.gap_bound, info.grad_norm,
+               "" if converged else f" (not converged: {stop})")
   return params, info
 
 
