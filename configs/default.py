@@ -131,7 +131,7 @@ def get_base_config():
   c.crf.geometry_reference = "first"  # Geometry: displacement from the first frame too; "none": not.
   c.crf.solver = "jaxopt"  # jaxopt | optax (both L-BFGS).
   c.crf.max_iter = 500
-  c.crf.tol = 1e-5  # crf.fit tol: l2 norm of the per-frame gradient (objective / frames; scale-free).
+  c.crf.tol = 1e-5  # crf.fit tol: certified relative gap (objective - optimum) / optimum (crf.fit).
   c.crf.sigma2_grid = (0.01, 0.1, 1.0, 10.0, 100.0)
   c.crf.train_features = "in_sample"  # in_sample (paper) | cross_fit (out-of-fold CNN outputs).
   c.crf.cross_fit_folds = 3  # cross_fit: CNNs trained for this many splits of the training subjects.
