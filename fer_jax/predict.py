@@ -4,7 +4,8 @@ A video file or a folder of frame images (natural sort: frame_2 before frame_10)
 fer_jax.data.media, -> dlib face registration (data/registration.py, online: no look-ahead) -> the
 fold's trained CNN (train.load_model on <workdir>/fold_<k>/cnn) -> the CRF input of
 config.crf.features (crf_inputs.CrfInputs with the training statistics saved in crf.npz) -> the
-fold's CRF (<workdir>/fold_<k>/crf.npz) -> per-frame label, CRF marginals, CNN softmax.
+fold's CRF (<workdir>/fold_<k>/crf.npz) -> per-frame label, CRF marginals, CNN softmax. --stage=joint
+uses stage 3's jointly fine-tuned CNN and CRF instead (fold_<k>/joint/best, fold_<k>/joint/crf.npz).
 
 Every input frame gets a row. Its `face` column is the registration's status: "detected" (the
 detector found a face), "tracked" (between detections when --redetect_every > 1: the previous
@@ -227,21 +228,38 @@ class Fold:
   class_names: list
 
 
-def load_fold(workdir: str, fold: int = 0) -> Fold:
-  """The Fold (config, CNN, CRF and its input builder, class names) of an experiment workdir."""
+# Which trained CNN and CRF of a fold predict uses: stage 2 (stage 1's CNN, the CRF fitted on its
+# outputs) or stage 3 (the jointly fine-tuned CNN, its parameters under "cnn" of the joint
+# checkpoint, and the CRF stage 3 saved). {stage: (checkpoint folder, params_key, CRF file)}.
+STAGES = {"crf": ("cnn", None, "crf.npz"), "joint": ("joint", "cnn", os.path.join("joint", "crf.npz"))}
+
+
+def load_fold(workdir: str, fold: int = 0, stage: str = "crf") -> Fold:
+  """The Fold (config, CNN, CRF and its input builder, class names) of an experiment workdir.
+
+  stage: "crf" (stage 1's CNN + stage 2's CRF: fold_<k>/cnn, fold_<k>/crf.npz) or "joint" (stage 3's
+  fine-tuned CNN and CRF: fold_<k>/joint/best, fold_<k>/joint/crf.npz).
+  """
+  if stage not in STAGES:
+    raise ValueError(f"stage={stage!r}: use one of {sorted(STAGES)}.")
+  folder, params_key, crf_file = STAGES[stage]
   config = load_config(workdir)
   fold_dir = os.path.join(workdir, f"fold_{fold}")
-  cnn_dir = os.path.join(fold_dir, "cnn")
+  cnn_dir = os.path.join(fold_dir, folder)
   if not os.path.isdir(cnn_dir):
     have = sorted(n for n in os.listdir(workdir) if n.startswith("fold_"))
+    if stage == "joint" and os.path.isdir(os.path.join(fold_dir, "cnn")):
+      raise FileNotFoundError(f"{cnn_dir} not found: fold {fold} ran without stage 3 "
+                              "(config.joint.steps = 0); pass --stage=crf, or rerun the experiment "
+                              "with joint.steps > 0 (it resumes: stages 1 and 2 are kept).")
     raise FileNotFoundError(f"{cnn_dir} not found: fold {fold} has no trained CNN (folds here: "
                             f"{have or 'none'}); pass --fold or run "
                             + _CREATE.format(workdir=workdir))
-  params, _, extras = crf.load_crf(os.path.join(fold_dir, "crf.npz"))
+  params, _, extras = crf.load_crf(os.path.join(fold_dir, crf_file))
   inputs = crf_inputs.CrfInputs.from_extras(extras)
   num_classes = int(np.shape(params.weights)[1])
   names = class_names(workdir, num_classes)
-  model = train.load_model(config, cnn_dir, num_classes, which="best")
+  model = train.load_model(config, cnn_dir, num_classes, which="best", params_key=params_key)
   return Fold(config, model, params, inputs, names)
 
 
@@ -266,7 +284,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def predict_video(workdir: str, video: str, fold: int = 0, *, redetect_every: int = 1,
-                  fps: Optional[float] = None) -> PredictionResult:
+                  fps: Optional[float] = None, stage: str = "crf") -> PredictionResult:
   """Predicts every frame of a video file or frame folder with fold `fold` of an experiment.
 
   Args:
@@ -276,6 +294,7 @@ def predict_video(workdir: str, video: str, fold: int = 0, *, redetect_every: in
     redetect_every: run the face detector every N-th frame and track in between (faster; 1: detect
       on every frame).
     fps: the frame rate for time_s; default the video's own (FOLDER_FPS for a folder).
+    stage: which CNN and CRF of the fold (load_fold): "crf" (stages 1 + 2) or "joint" (stage 3).
 
   Returns:
     PredictionResult with T = the number of input frames.
@@ -292,7 +311,7 @@ def predict_video(workdir: str, video: str, fold: int = 0, *, redetect_every: in
   start = time.perf_counter()
   with media.open_source(video) as source:
     rate = float(fps or source.fps or FOLDER_FPS)
-    f = load_fold(workdir, fold)
+    f = load_fold(workdir, fold, stage)
     timings["load"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -526,6 +545,8 @@ def define_flags(flag_values=flags.FLAGS):
   flags.DEFINE_string("video", None, "A video file, a folder of frame images, a webcam index (0), "
                       "or a stream URL / pipe that ffmpeg reads (the last three stream).", **fv)
   flags.DEFINE_integer("fold", 0, "Which fold's CNN and CRF to use.", **fv)
+  flags.DEFINE_enum("stage", "crf", sorted(STAGES), "Which CNN and CRF of the fold: crf (stage 1's "
+                    "CNN, stage 2's CRF) or joint (stage 3's jointly fine-tuned CNN and CRF).", **fv)
   flags.DEFINE_string("output", None, "CSV path; default "
                       "<workdir>/predictions/<video stem>_fold<k>.csv.", **fv)
   flags.DEFINE_bool("json", False, "Also write JSON next to the CSV (same name, .json).", **fv)
@@ -566,15 +587,17 @@ def is_live(video) -> bool:
   return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 
 
-def default_output(workdir: str, video: str, fold: int) -> str:
-  """<workdir>/predictions/<stem>_fold<k>.csv; the stem of a webcam index n is webcam<n>."""
+def default_output(workdir: str, video: str, fold: int, stage: str = "crf") -> str:
+  """<workdir>/predictions/<stem>_fold<k>.csv (stage "joint": <stem>_fold<k>_joint.csv); the stem of
+  a webcam index n is webcam<n>."""
   video = str(video)
   if video.isdigit() and not os.path.exists(video):
     stem = f"webcam{video}"
   else:
     path = video.split("://", 1)[-1].split("?", 1)[0]
     stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0] or "stream"
-  return os.path.join(workdir, "predictions", f"{stem}_fold{fold}.csv")
+  suffix = "" if stage == "crf" else f"_{stage}"
+  return os.path.join(workdir, "predictions", f"{stem}_fold{fold}{suffix}.csv")
 
 
 def _check_new(path: str, overwrite: bool, flag: str) -> str:
@@ -585,10 +608,10 @@ def _check_new(path: str, overwrite: bool, flag: str) -> str:
 
 
 def output_paths(workdir, video, fold=0, output=None, write_json_file=False, render=None,
-                 plot=None, overwrite=False) -> dict:
+                 plot=None, overwrite=False, stage="crf") -> dict:
   """{"csv", and "json" / "render" / "plot" when asked}: checked (none exists unless `overwrite`),
   their folders created."""
-  output = _check_new(output or default_output(workdir, video, fold), overwrite, "--output")
+  output = _check_new(output or default_output(workdir, video, fold, stage), overwrite, "--output")
   paths = {"csv": output}
   if write_json_file:
     paths["json"] = _check_new(os.path.splitext(output)[0] + ".json", overwrite, "--output")
@@ -603,7 +626,7 @@ def output_paths(workdir, video, fold=0, output=None, write_json_file=False, ren
 
 def run(workdir, video, fold=0, output=None, write_json_file=False, render=None, plot=None,
         overwrite=False, redetect_every=1, fps=None, *, stream=False, lag=None, lag_seconds=None,
-        draw_points=False) -> PredictionResult:
+        draw_points=False, stage="crf") -> PredictionResult:
   """The CLI's work: predict, then write the CSV (and JSON, video, plot). Returns the result.
 
   A webcam index, URL or pipe, or any `video` with stream=True, goes through fer_jax.streaming
@@ -619,12 +642,13 @@ def run(workdir, video, fold=0, output=None, write_json_file=False, render=None,
   if not live and not os.path.exists(video):  # Before touching any output.
     raise FileNotFoundError(f"--video {video} does not exist; pass a video file, a folder of frame "
                             "images, a webcam index or a stream URL.")
-  paths = output_paths(workdir, video, fold, output, write_json_file, render, plot, overwrite)
+  paths = output_paths(workdir, video, fold, output, write_json_file, render, plot, overwrite,
+                       stage)
   if live:
     from fer_jax import streaming  # pylint: disable=g-import-not-at-top
     return streaming.run(workdir, video, paths, fold=fold, redetect_every=redetect_every, fps=fps,
-                         lag=lag, lag_seconds=lag_seconds, draw_points=draw_points)
-  result = predict_video(workdir, video, fold, redetect_every=redetect_every, fps=fps)
+                         lag=lag, lag_seconds=lag_seconds, draw_points=draw_points, stage=stage)
+  result = predict_video(workdir, video, fold, redetect_every=redetect_every, fps=fps, stage=stage)
   write_outputs(result, paths, draw_points)
   return result
 
@@ -651,13 +675,13 @@ def main(argv, flag_values=FLAGS):
   try:
     result = run(f.workdir, f.video, f.fold, f.output, f.json, f.render, f.plot, f.overwrite,
                  f.redetect_every, f.fps, stream=f.stream, lag=f.lag, lag_seconds=f.lag_seconds,
-                 draw_points=f.landmarks)
+                 draw_points=f.landmarks, stage=f.stage)
   except USER_ERRORS as e:  # A mistake the user can fix: say what and how, no traceback.
     logging.error("%s: %s", type(e).__name__, e)
     print(f"\nERROR ({type(e).__name__}): {e}", file=sys.stderr)
     sys.exit(2)
   print(f"{result.num_frames} frames, {sum(s != NO_FACE for s in result.face_status)} with a face; "
-        f"wrote {f.output or default_output(f.workdir, f.video, f.fold)}")
+        f"wrote {f.output or default_output(f.workdir, f.video, f.fold, f.stage)}")
 
 
 if __name__ == "__main__":

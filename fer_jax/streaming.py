@@ -115,10 +115,10 @@ class LivePredictor:
   """
 
   def __init__(self, workdir: str, fold: int = 0, *, redetect_every: int = 1,
-               max_chunk: int = MAX_CHUNK):
+               max_chunk: int = MAX_CHUNK, stage: str = "crf"):
     if max_chunk < 1:
       raise ValueError(f"max_chunk={max_chunk} must be >= 1.")
-    self.fold = predict.load_fold(workdir, fold)
+    self.fold = predict.load_fold(workdir, fold, stage)
     self.class_names = self.fold.class_names
     # The jitted predict step (train's cache: one compile per process) and the replicated weights,
     # taken once: predict_batches redoes both per call (~200 ms for the demo network vs ~2 ms for
@@ -347,13 +347,14 @@ def run(workdir: str, video, paths: dict, *, fold: int = 0, redetect_every: int 
         fps: Optional[float] = None, lag: Optional[int] = None,
         lag_seconds: Optional[float] = None, draw_points: bool = False,
         max_chunk: int = MAX_CHUNK,
-        on_row: Optional[Callable[[predict.FrameRow], None]] = None) -> predict.PredictionResult:
+        on_row: Optional[Callable[[predict.FrameRow], None]] = None,
+        stage: str = "crf") -> predict.PredictionResult:
   """The CLI's streaming work: rows to paths["csv"] as decided (flushed), the annotated video to
   paths["render"] as it goes; JSON and plot at the end. Ctrl-C stops cleanly: every frame read
   gets its row.
 
   Args:
-    workdir, fold, redetect_every, fps, lag, lag_seconds: as predict.run and LiveStream.
+    workdir, fold, redetect_every, fps, lag, lag_seconds, stage: as predict.run and LiveStream.
     video: a webcam index, URL, pipe, video file or frame folder (media.open_source), or an
       iterable of uint8 [H, W, 3] frames (the bench's paced source; tests).
     paths: predict.output_paths(...).
@@ -367,15 +368,16 @@ def run(workdir: str, video, paths: dict, *, fold: int = 0, redetect_every: int 
   if isinstance(video, (str, int, os.PathLike)):
     with media.open_source(video) as source:  # Opened first: a bad source fails before the load.
       return _run(workdir, source, paths, fold, redetect_every, fps, lag, lag_seconds,
-                  draw_points, max_chunk, on_row)
+                  draw_points, max_chunk, on_row, stage)
   return _run(workdir, video, paths, fold, redetect_every, fps, lag, lag_seconds, draw_points,
-              max_chunk, on_row)
+              max_chunk, on_row, stage)
 
 
 def _run(workdir, frames, paths, fold, redetect_every, fps, lag, lag_seconds, draw_points,
-         max_chunk, on_row):
+         max_chunk, on_row, stage):
   start = time.perf_counter()
-  predictor = LivePredictor(workdir, fold, redetect_every=redetect_every, max_chunk=max_chunk)
+  predictor = LivePredictor(workdir, fold, redetect_every=redetect_every, max_chunk=max_chunk,
+                            stage=stage)
   live = predictor.stream(frames, fps=fps, lag=lag, lag_seconds=lag_seconds,
                           keep_frames="render" in paths)
   load_s = time.perf_counter() - start

@@ -481,8 +481,13 @@ def train_and_evaluate(config, workdir: str, *, num_classes: int, train_batches:
     writer.close()
 
 
-def load_model(config, workdir: str, num_classes: int, which: str = "best") -> nnx.Module:
-  """The trained CNN from workdir/best ("best") or workdir/checkpoints ("latest"), in eval mode."""
+def load_model(config, workdir: str, num_classes: int, which: str = "best",
+               params_key: str | None = None) -> nnx.Module:
+  """The trained CNN from workdir/best ("best") or workdir/checkpoints ("latest"), in eval mode.
+
+  params_key: where the CNN's parameters sit in a checkpoint that holds more than the CNN (stage 3
+  saves {"params": {"cnn": ..., "crf": ...}}: params_key="cnn"); None: {"params": CNN parameters}.
+  """
   if which not in ("best", "latest"):
     raise ValueError(f"load_model(which={which!r}): use 'best' or 'latest'.")
   directory = os.path.join(workdir, "best" if which == "best" else "checkpoints")
@@ -498,13 +503,15 @@ def load_model(config, workdir: str, num_classes: int, which: str = "best") -> n
   model = _create_model(config, num_classes)
   params, batch_stats = _weights(model)
   replicated = NamedSharding(make_mesh(), P())
-  target = {"params": params, "batch_stats": batch_stats}
+  target = {"params": params if params_key is None else {params_key: params},
+            "batch_stats": batch_stats}
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=replicated),
                           target)
   restored = manager.restore(step, abstract, partial=True)  # "latest" also has optimizer state.
   manager.close()
   logging.info("Loaded the %s checkpoint (step %d) from %s.", which, step, directory)
-  return _with_weights(model, restored["params"], restored["batch_stats"])
+  params = restored["params"] if params_key is None else restored["params"][params_key]
+  return _with_weights(model, params, restored["batch_stats"])
 
 
 _INFERENCE_STEPS = {}

@@ -156,6 +156,35 @@ def test_joint_stage_refits_the_crf_on_the_fine_tuned_cnn(demo_run, tmp_path, mo
   np.testing.assert_array_equal(tags, want)
 
 
+def test_predict_loads_the_joint_stage(demo_run):
+  # predict --stage=joint: the CNN is the "cnn" part of stage 3's best checkpoint (read here by orbax
+  # alone, without a target), the CRF and its input statistics are fold_0/joint/crf.npz.
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from fer_jax import predict  # pylint: disable=g-import-not-at-top
+  config, workdir, _ = demo_run
+  joint_dir = os.path.join(workdir, "fold_0", "joint", "best")
+  (step,) = [int(n) for n in os.listdir(joint_dir) if n.isdigit()]
+  saved = ocp.StandardCheckpointer().restore(os.path.join(joint_dir, str(step), "default"))
+  f = predict.load_fold(workdir, 0, stage="joint")
+
+  def flat(tree):  # {("blocks_a", "0", ...): array}: orbax names integer keys as strings.
+    return {tuple(str(getattr(k, "key", k)) for k in path): np.asarray(v)
+            for path, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+  want = flat(saved["params"]["cnn"])
+  for kind, theirs in ((nnx.Param, want), (nnx.BatchStat, flat(saved["batch_stats"]))):
+    ours = flat(nnx.to_pure_dict(nnx.state(f.model, kind)))
+    assert ours.keys() == theirs.keys() and len(ours) > 10
+    for key, value in ours.items():
+      np.testing.assert_array_equal(value, theirs[key], err_msg=str(key))
+  params, _, extras = crf.load_crf(os.path.join(workdir, "fold_0", "joint", "crf.npz"))
+  np.testing.assert_array_equal(f.params.weights, params.weights)
+  np.testing.assert_array_equal(f.inputs.mean, crf_inputs.CrfInputs.from_extras(extras).mean)
+  # Stage 2's fold is another CNN unless validation kept step 0.
+  stage1 = flat(nnx.to_pure_dict(nnx.state(predict.load_fold(workdir, 0).model, nnx.Param)))
+  assert all(np.array_equal(v, want[key]) for key, v in stage1.items()) == (step == 0)
+
+
 def test_rerun_skips_finished_folds(demo_run, monkeypatch):
   config, workdir, out = demo_run
 

@@ -188,6 +188,8 @@ def test_missing_pieces_of_the_workdir_are_named(setup, tmp_path):
   shutil.copytree(setup["workdir"], copy)
   with pytest.raises(FileNotFoundError, match="fold_1"):
     predict.predict_video(copy, setup["video"], fold=1)
+  with pytest.raises(FileNotFoundError, match=r"without stage 3.*--stage=crf"):
+    predict.predict_video(copy, setup["video"], stage="joint")
   os.remove(os.path.join(copy, "fold_0", "crf.npz"))
   with pytest.raises(FileNotFoundError, match=r"crf\.npz.*fer_jax\.main"):
     predict.predict_video(copy, setup["video"])
@@ -436,3 +438,10 @@ def test_lag_in_frames_and_seconds():
     streaming.lag_frames(-1, None, 25.0)
   with pytest.raises(errors.ConfigError, match="add --stream"):
     predict.run("W", __file__, lag=3)
+
+
+def test_default_output_names_the_stage():
+  assert predict.default_output("w", "clips/a.mp4", 1) == os.path.join("w", "predictions",
+                                                                       "a_fold1.csv")
+  assert predict.default_output("w", "0", 0, "joint") == os.path.join("w", "predictions",
+                                                                      "webcam0_fold0_joint.csv")
