@@ -305,33 +305,6 @@ def test_tolerance_catches_a_dropped_block():
     assert abs(float(s) - right) / abs(right) < min(TOLERANCE.values()) / 10
 
 
-_PROBE = """
-import os, jax, jax.numpy as jnp
-import fer_jax
-hlo = jax.jit(lambda x: x.sum(axis=(0, 1, 2))).lower(jnp.ones((16, 37, 37, 8))).compile().as_text()
-print(os.environ["XLA_FLAGS"], "__ynn_fusion" in hlo, len(jax.devices()))
-"""
-
-
-@pytest.mark.parametrize("xla_flags, want_flags, want_ynn", [
-    ("--xla_force_host_platform_device_count=3",
-     f"--xla_force_host_platform_device_count=3 {YNN_REDUCE}", True),
-    (YNN_OFF, YNN_OFF, False), (None, YNN_REDUCE, True)])
-def test_import_turns_ynn_reductions_on_unless_xla_flags_names_the_flag(xla_flags, want_flags,
-                                                                         want_ynn):
-  # Importing fer_jax (before any computation) is what sets the flag: the compiled reduction is a
-  # YNNPACK fusion; other XLA flags are kept; a user's own setting of the flag wins.
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-  env.pop("XLA_FLAGS", None)
-  if xla_flags is not None:
-    env["XLA_FLAGS"] = xla_flags
-  proc = subprocess.run([sys.executable, "-c", _PROBE], env=env, cwd=ROOT, capture_output=True,
-                        text=True, check=True)
-  *flags, ynn, devices = proc.stdout.split()
-  assert (" ".join(flags), ynn) == (want_flags, str(want_ynn))
-  assert devices == ("3" if "count=3" in want_flags else "1")
-
-
 if __name__ == "__main__":
   if sys.argv[1] == "reductions":
     _reductions_worker(sys.argv[2])
