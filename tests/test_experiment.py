@@ -45,7 +45,12 @@ def demo_run(tmp_path_factory):
   tmp_path = tmp_path_factory.mktemp("demo")
   config = _config(tmp_path)
   workdir = str(tmp_path / "work")
-  return config, workdir, experiment.run(config, workdir)
+  real_mesh = train.make_mesh
+  with pytest.MonkeyPatch.context() as m:
+    # One device: these tests check what the experiment computes; sharding is tested in test_train,
+    # test_joint and test_launch (8 fake devices on 2 cores make this run ~2x slower).
+    m.setattr(train, "make_mesh", lambda devices=None: real_mesh(devices or jax.devices()[:1]))
+    return config, workdir, experiment.run(config, workdir)
 
 
 def test_results_report_and_plots(demo_run):
@@ -337,6 +342,8 @@ def test_no_leakage_from_test_subjects(tmp_path, monkeypatch):
 
   monkeypatch.setattr(experiment, "train_cnn", train_cnn)
   monkeypatch.setattr(train, "predict_batches", predict_batches)
+  real_mesh = train.make_mesh  # One device (as demo_run): leakage does not depend on sharding.
+  monkeypatch.setattr(train, "make_mesh", lambda devices=None: real_mesh(devices or jax.devices()[:1]))
   config = _leak_config(tmp_path)
   out = experiment.run(config, str(tmp_path / "all"))
 
