@@ -10,11 +10,11 @@ computes correctly but is not a default, because trainings with it end worse:
 - Speed, 2 threads each (bench/README.md): faster at the bench's size (input 107, width 0.25: 1.17-1.25x
   over three runs), slower at the demo's network (input 75, width 0.125: 0.87x); the demo's README block
   1 took 5:26 with it vs 5:06 without (2026-12-04, quiet machine, cold compilation cache).
-- Outcome: stage 1 of the demo's fold 1 (2,000 steps, same data and machine), trained with training seeds
-  0-3 with and without it, ended at 52.4 / 67.2 / 67.4 / 69.7 % test frame accuracy with it vs 74.9 /
-  79.1 / 78.5 / 69.7 % without (fold 0, seed 0: 71.2 vs 72.8 %): never better, 11 points lower on
-  average. No faulty kernel explains it (above); until one does, the flag stays off. Set it yourself in
-  XLA_FLAGS to use it (set before JAX initialises its backend).
+- Outcome: stage 1 of the demo's fold 1 (2,000 steps, same data and machine; bench/flag_training.py),
+  trained with training seeds 0-3 with and without it, ended at 52.4 / 67.2 / 67.4 / 69.7 % test frame
+  accuracy with it vs 65.7 / 79.1 / 78.5 / 69.7 % without: never better, 9 points lower on average
+  (measured 2026-12-04). No faulty kernel explains it (above); until one does, the flag stays off. Set
+  it yourself in XLA_FLAGS to use it (before JAX initialises its backend).
 """
 
 YNN_FLAG = "xla_cpu_experimental_ynn_fusion_type"
