@@ -45,7 +45,7 @@ MODES = {"cpu": dict(input_size=107, width=0.25, repeats=(1, 1, 1), batch=16, st
          "gpu": dict(input_size=299, width=1.0, repeats=(1, 1, 1), batch=128, steps=20, warmup=3,
                      rounds=3, dtype="bfloat16", threads=0)}
 # fer_jax sets no XLA flag (fer_jax/__init__.py says why); by default a second jax side of the cpu
-# mode runs with YNNPACK reductions, for comparison.
+# mode runs with YNNPACK for reductions only (XLA's default: dots and reductions), for comparison.
 COMPARE_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=reduce"
 NUM_CLASSES = 7
 FC1_WIDTH = 1024

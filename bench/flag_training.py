@@ -1,6 +1,6 @@
 """Does an XLA flag change what training reaches? Stage 1 of the demo, paired with and without it.
 
-  python -m bench.flag_training                      # YNNPACK reductions, fold 1, training seeds 0-3
+  python -m bench.flag_training                      # =reduce vs XLA's default, fold 1, seeds 0-3
   python -m bench.flag_training --fold=0 --seeds=0,1 --flags=--xla_cpu_experimental_ynn_fusion_type=reduce
 
 For each training seed s: configs/demo.py's stage-1 CNN of fold --fold (the demo's splits; the
@@ -42,7 +42,7 @@ def train_one(fold: int, seed: int, workdir: str):
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--flags", default=fer_jax.YNN_REDUCE)
-  p.add_argument("--off_flags", default=fer_jax.YNN_OFF, help="XLA_FLAGS of the other side")
+  p.add_argument("--off_flags", default="", help="XLA_FLAGS of the other side ('': XLA's default)")
   p.add_argument("--fold", type=int, default=1)
   p.add_argument("--seeds", default="0,1,2,3")
   p.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
