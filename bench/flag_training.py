@@ -27,6 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def train_one(fold: int, seed: int, workdir: str):
   """Worker: trains the demo's fold-`fold` CNN with training seed `seed`; prints a JSON line."""
   from configs import demo  # pylint: disable=g-import-not-at-top
+  from fer_jax import evaluate  # pylint: disable=g-import-not-at-top
   from fer_jax import experiment  # pylint: disable=g-import-not-at-top
   config = demo.get_config()
   seqs, folds, _, _ = experiment.load_data(config)
@@ -35,7 +36,8 @@ def train_one(fold: int, seed: int, workdir: str):
   model = experiment.train_cnn(config, workdir, seqs.subset(f.train), seqs.subset(f.val),
                                len(seqs.class_names), config.seed + 1000 * fold + seed)
   outs, tags, mask = experiment.model_outputs(model, config, seqs.subset(f.test))
-  acc = float((outs["logits"].argmax(-1) == tags)[mask].mean())
+  acc = evaluate.frame_metrics(evaluate.masked_frames(outs["logits"].argmax(-1), mask),
+                               evaluate.masked_frames(tags, mask), len(seqs.class_names))["accuracy"]
   print(json.dumps({"test_accuracy": acc, "seconds": time.perf_counter() - t}), flush=True)
 
 
