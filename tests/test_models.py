@@ -188,6 +188,29 @@ def test_residual_sum_is_linear_then_relu():
   np.testing.assert_allclose(y, np.maximum(x + 0.17 * b, 0.0), atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(2, 9, 11, 3), (3, 7, 7, 5), (2, 4, 3, 1)])
+@pytest.mark.parametrize("values", ["normal", "ties"])
+def test_max_pool_matches_reduce_window(shape, values):
+  # The separable pool against XLA's own 3x3/2 VALID max pool (reduce_window, whose gradient is
+  # select_and_scatter: first maximum of each window in row-major order). Values exact; gradients:
+  # every window's cotangent lands on the same input position (checked one window at a time, so a
+  # wrong winner cannot hide in a sum), and with all windows at once agree to summation order.
+  rng = np.random.default_rng(0)
+  x = (rng.normal(size=shape) if values == "normal" else rng.integers(0, 2, shape)).astype(np.float32)
+  ref = lambda a: jax.lax.reduce_window(a, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1),  # noqa: E731
+                                        "VALID")
+  want, ref_vjp = jax.vjp(ref, x)
+  got, vjp = jax.vjp(ir._max_pool, x)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(got, want)
+  assert got.shape == (shape[0], (shape[1] - 3) // 2 + 1, (shape[2] - 3) // 2 + 1, shape[3])
+  for index in np.ndindex(*want.shape):
+    g = np.zeros(want.shape, np.float32)
+    g[index] = 1.0
+    np.testing.assert_array_equal(vjp(g)[0], ref_vjp(g)[0], err_msg=str(index))
+  g = rng.normal(size=want.shape).astype(np.float32)
+  np.testing.assert_allclose(vjp(g)[0], ref_vjp(g)[0], rtol=1e-6, atol=1e-6)
+
+
 def test_tiny_model_overfits_a_small_batch():
   model = _tiny_model()  # Dropout 0.2 stays on.
   optimizer = nnx.Optimizer(model, optax.sgd(0.02, momentum=0.9), wrt=nnx.Param)
