@@ -36,6 +36,8 @@ import subprocess
 import sys
 import time
 
+import fer_jax
+
 # Peak dense bfloat16 FLOP/s by jax device_kind (prefix match); override with --peak_flops.
 PEAK_BF16_FLOPS = {"NVIDIA H100 PCIe": 756e12, "NVIDIA H100": 989e12, "NVIDIA H200": 989e12,
                    "NVIDIA GH200": 989e12, "NVIDIA A100": 312e12, "NVIDIA L4": 121e12,
@@ -44,9 +46,9 @@ MODES = {"cpu": dict(input_size=107, width=0.25, repeats=(1, 1, 1), batch=16, st
                      rounds=9, dtype="float32", threads=2),
          "gpu": dict(input_size=299, width=1.0, repeats=(1, 1, 1), batch=128, steps=20, warmup=3,
                      rounds=3, dtype="bfloat16", threads=0)}
-# fer_jax sets no XLA flag (fer_jax/__init__.py says why); by default a second jax side of the cpu
-# mode runs with YNNPACK for reductions only (XLA's default: dots and reductions), for comparison.
-COMPARE_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=reduce"
+# Our side runs with the XLA CPU flag fer_jax sets at import (fer_jax/__init__.py); by default a
+# second jax side of the cpu mode runs with XLA's default (YNNPACK convolutions too), for comparison.
+COMPARE_FLAGS = fer_jax.YNN_DEFAULT
 NUM_CLASSES = 7
 FC1_WIDTH = 1024
 
@@ -209,8 +211,10 @@ class _Worker:
     if omp_passive:  # OpenMP threads sleep at barriers instead of spinning.
       env["OMP_WAIT_POLICY"] = "PASSIVE"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if xla_flags is not None:
-      env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + xla_flags).strip()
+    if xla_flags is not None:  # Replaces any setting of the same flags (e.g. fer_jax's own).
+      names = {f.split("=")[0] for f in xla_flags.split()}
+      kept = [f for f in env.get("XLA_FLAGS", "").split() if f.split("=")[0] not in names]
+      env["XLA_FLAGS"] = " ".join(kept + [xla_flags])
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     self.proc = subprocess.Popen([sys.executable, "-m", "bench.backbone", f"--worker={side}"] + argv,
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
@@ -280,8 +284,8 @@ def main():
   workers = [_Worker("jax", "jax", argv)]
   if a.mode == "cpu":
     for flags in filter(None, a.compare_flags.split(";")):
-      workers.append(_Worker("jax " + flags.replace("--xla_cpu_experimental_", ""), "jax", argv,
-                             flags))
+      name = "XLA's default" if flags == fer_jax.YNN_DEFAULT else flags.replace("--xla_cpu_", "")
+      workers.append(_Worker(f"jax {name}", "jax", argv, flags))
   if not a.no_torch:
     workers.append(_Worker("torch" + " OMP_WAIT_POLICY=PASSIVE" * a.torch_passive, "torch", argv,
                            omp_passive=a.torch_passive))
@@ -297,6 +301,8 @@ def main():
              else f"torch {w.info['version']}, {w.info['threads']} threads")
     if "device_peak_mb" in w.info:
       extra += f", device peak {w.info['device_peak_mb']:.0f} MB"
+    if "xla_flags" in w.info:
+      extra += f", XLA_FLAGS '{w.info['xla_flags']}'"
     print(f"{w.name:30s} {statistics.median(ips):8.1f} images/s (min {ips[0]:.1f}, max "
           f"{ips[-1]:.1f})  step {statistics.median(w.seconds) / a.steps * 1e3:7.1f} ms (CPU "
           f"{statistics.median(w.cpu_seconds) / a.steps * 1e3:.0f} ms)  peak RSS "

@@ -52,8 +52,9 @@ def main(argv):
     distributed = int(os.environ.get("SLURM_NTASKS", "1")) > 1
   if distributed:
     jax.distributed.initialize()  # Reads coordinator, process count and id from SLURM.
-  logging.info("JAX process %d/%d, local devices %s, all devices %d.", jax.process_index(),
-               jax.process_count(), jax.local_devices(), jax.device_count())
+  logging.info("JAX process %d/%d, local devices %s, all devices %d; XLA_FLAGS %r.",
+               jax.process_index(), jax.process_count(), jax.local_devices(), jax.device_count(),
+               os.environ.get("XLA_FLAGS", ""))
   logging.info("Config:\n%s", FLAGS.config)
   try:
     config_validation.validate(FLAGS.config, num_devices=jax.device_count(),
