@@ -1,8 +1,8 @@
 """Does an XLA flag change what training reaches? Two measurements, each setting in its own process.
 
-  python -m bench.flag_training                      # fer_jax's CPU flag vs XLA's default, fold 1, seeds 0-3
-  python -m bench.flag_training --fold=0 --seeds=0,1 --flags=--xla_cpu_experimental_ynn_fusion_type=reduce
-  python -m bench.flag_training --mode=divergence    # distance of each setting's trajectory to float64
+  python -m bench.flag_training                    # fer_jax's CPU flag vs XLA's default, seeds 0-3
+  python -m bench.flag_training --fold=0 --seeds=0,1 --flags=--xla_cpu_use_onednn=true
+  python -m bench.flag_training --mode=divergence  # each setting's trajectory vs float64
 
 --mode=training (default): for each training seed s, configs/demo.py's stage-1 CNN of fold --fold
 (the demo's splits; the trainer's batches and dropout from seed config.seed + 1000 * fold + s),
@@ -14,10 +14,10 @@ and the mean difference. About 3 CPU-minutes per training on 2 cores (8 training
 
 --mode=divergence: the demo's network (dropout 0) from the same float32 initial weights, --steps SGD
 steps (momentum 0.9, learning rate 0.01) on fixed random batches of the demo's size, once in float64
-(jax x64) and once in float32 per setting (--flags, --off_flags, --more_flags); prints, at steps 1 to
---steps, each float32 run's relative parameter distance to the float64 run and its loss. A setting
+(jax x64) and once in float32 per setting (--flags, --off_flags, --more_flags); prints, at steps 1
+to --steps, each float32 run's relative parameter distance to the float64 run and its loss. A setting
 that computes worse than another drifts from float64 sooner; settings that only sum in another
-order drift alike (tests/test_numerics.py checks one step against float64). About 1 CPU-minute.
+order drift alike (tests/test_numerics.py checks one step against float64). About 3 CPU-minutes.
 """
 import argparse
 import json
@@ -127,8 +127,8 @@ def divergence(a):
         runs["float64" if dtype == "float64" else flags] = dict(f)
   ref = runs.pop("float64")
   steps = sorted(int(k.split("/")[1]) for k in ref if k.startswith("params/"))
-  print(f"relative parameter distance of each float32 run to the float64 run, and its loss (float64: "
-        f"{ref[f'loss/{steps[-1]}']:.3f} at step {steps[-1]}); the demo's network, dropout 0")
+  print(f"relative parameter distance of each float32 run to the float64 run, and its loss "
+        f"(float64: {ref[f'loss/{steps[-1]}']:.3f} at step {steps[-1]}); the demo's network, dropout 0")
   names = "ABCDEFGH"[:len(settings)]
   for name, flags in zip(names, settings):
     print(f"  {name}: XLA_FLAGS={flags}")

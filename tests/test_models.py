@@ -196,9 +196,12 @@ def test_max_pool_matches_reduce_window(shape, values):
   # every window's cotangent lands on the same input position (checked one window at a time, so a
   # wrong winner cannot hide in a sum), and with all windows at once agree to summation order.
   rng = np.random.default_rng(0)
-  x = (rng.normal(size=shape) if values == "normal" else rng.integers(0, 2, shape)).astype(np.float32)
-  ref = lambda a: jax.lax.reduce_window(a, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1),  # noqa: E731
-                                        "VALID")
+  x = rng.normal(size=shape) if values == "normal" else rng.integers(0, 2, shape)
+  x = x.astype(np.float32)
+
+  def ref(a):
+    return jax.lax.reduce_window(a, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), "VALID")
+
   want, ref_vjp = jax.vjp(ref, x)
   got, vjp = jax.vjp(ir._max_pool, x)  # pylint: disable=protected-access
   np.testing.assert_array_equal(got, want)

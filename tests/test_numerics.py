@@ -1,7 +1,7 @@
 """Numerics of one train step of the tiny CNN on XLA CPU: float32 under three settings of
 `--xla_cpu_experimental_ynn_fusion_type` against float64 runs of the same step. "fer_jax"
-(fer_jax.CPU_XLA_FLAG, what fer_jax sets at import: `=-individual_convolution`, convolutions on Eigen,
-dots and reductions on YNNPACK); "xla_default" (fer_jax.YNN_DEFAULT: YNNPACK convolutions, dots and
+(fer_jax.CPU_XLA_FLAG, what fer_jax sets at import: `=-individual_convolution`, convolutions on
+Eigen, dots and reductions on YNNPACK); "xla_default" (fer_jax.YNN_DEFAULT: YNNPACK convolutions, dots and
 reductions); "ynn_reduce_only" (fer_jax.YNN_REDUCE, `=reduce`: YNNPACK reductions only, the flag
 issue 12 first asked about).
 
@@ -22,14 +22,15 @@ worst case n u) times its condition number sum|x| / |sum x|; reordering a sum on
 roundings happen. The largest sums here (BN statistics and weight gradients of the first conv)
 have n = 16 * 37 * 37 = 21,904: sqrt(n) u = 9e-6, and ~30 layers chain them: 1e-4 (measured
 2026-12-04, worst tensor / median: fer_jax 9.8e-6 / 2.4e-6, xla_default 1.1e-5 / 2.2e-6,
-ynn_reduce_only 1.0e-5 / 2.4e-6; XLA's own reductions, `=-reduce`, were less accurate: 1.1e-4 / 2e-5,
-in the BN gradients of IR-C, whose 1x1 maps give BN sums of 16 terms with heavy cancellation). A
+ynn_reduce_only 1.0e-5 / 2.4e-6; XLA's own reductions, `=-reduce`, were less accurate: 1.1e-4 /
+2e-5, in the BN gradients of IR-C, whose 1x1 maps give BN sums of 16 terms with heavy cancellation). A
 wrong kernel (a dropped or doubled block of a reduction, a bad accumulator, a race) is off by the
 block's share of the sum, >= 1e-2 for one 256-term block of 21,904
 (test_tolerance_catches_a_dropped_block).
 
-test_reductions_match_numpy checks the reduce kernels themselves, YNNPACK's (`=reduce`) and XLA's own
-(`=-reduce`), against numpy: sums within the worst-case bound of any summation order, max / min / argmax / any / all exact.
+test_reductions_match_numpy checks the reduce kernels themselves, YNNPACK's (`=reduce`) and XLA's
+own (`=-reduce`), against numpy: sums within the worst-case bound of any summation order, max / min /
+argmax / any / all exact.
 """
 import os
 import subprocess
