@@ -1,7 +1,7 @@
 """Does an XLA flag change what training reaches? Two measurements, each setting in its own process.
 
   python -m bench.flag_training                    # fer_jax's CPU flag vs XLA's default, seeds 0-3
-  python -m bench.flag_training --fold=0 --seeds=0,1 --flags=--xla_cpu_use_onednn=true
+  python -m bench.flag_training --fold=0 --seeds=0,1  # another fold, two seeds
   python -m bench.flag_training --mode=divergence  # each setting's trajectory vs float64
 
 --mode=training (default): for each training seed s, configs/demo.py's stage-1 CNN of fold --fold
