@@ -23,8 +23,10 @@ Why (measured 2026-12-04 on a 2-core CPU, each setting in its own process):
   fold 1, training seeds 0-7 (`python -m bench.flag_training`, test frame accuracy %): with it
   53.0 / 77.1 / 74.9 / 62.1 / 77.5 / 67.6 / 62.1 / 71.0 (mean 68.2, sd 8.6); XLA's default
   74.9 / 75.2 / 72.2 / 84.6 / 68.5 / 63.2 / 79.4 / 67.9 (mean 73.2, sd 6.8); better in 5 of 8 pairs,
-  mean paired difference -5.1 points (sd 13.1, t = -1.1: no difference these runs can resolve).
-  The demo's own fold 1 is seed 0, one of the low ones: README's table was measured with this flag.
+  mean paired difference -5.1 points (sd 13.1, t = -1.1). Fold 0, seeds 0-3: with it 65.0 / 57.9 /
+  56.0 / 62.6 (mean 60.4), XLA's default 72.8 / 46.4 / 50.2 / 65.6 (mean 58.8). All 12 pairs: better
+  in 7, mean difference -2.9 points (sd 11.8, t = -0.8): no difference these runs can resolve. The
+  demo's folds are seed 0: README's table was measured with this flag.
 Other settings: `=reduce` (YNN_REDUCE: YNNPACK reductions only, dots and convolutions to Eigen) is
 as fast at the bench's size but slower at the demo's network (YNNPACK dots win there); `=-reduce`
 (YNN_NO_REDUCE: XLA's own reductions) is less accurate in one step (tests/test_numerics.py).
