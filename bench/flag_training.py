@@ -15,8 +15,9 @@ and the mean difference. About 3 CPU-minutes per training on 2 cores (8 training
 --mode=divergence: the demo's network (dropout 0) from the same float32 initial weights, --steps SGD
 steps (momentum 0.9, learning rate 0.01) on fixed random batches of the demo's size, once in float64
 (jax x64) and once in float32 per setting (--flags, --off_flags, --more_flags); prints, at steps 1
-to --steps, each float32 run's relative parameter distance to the float64 run and its loss. A setting
-that computes worse than another drifts from float64 sooner; settings that only sum in another
+to --steps, each float32 run's relative parameter distance to the float64 run and its loss. A
+setting that computes worse than another drifts from float64 sooner; settings that only sum in
+another
 order drift alike (tests/test_numerics.py checks one step against float64). About 3 CPU-minutes.
 """
 import argparse
@@ -128,7 +129,8 @@ def divergence(a):
   ref = runs.pop("float64")
   steps = sorted(int(k.split("/")[1]) for k in ref if k.startswith("params/"))
   print(f"relative parameter distance of each float32 run to the float64 run, and its loss "
-        f"(float64: {ref[f'loss/{steps[-1]}']:.3f} at step {steps[-1]}); the demo's network, dropout 0")
+        f"(float64: {ref[f'loss/{steps[-1]}']:.3f} at step {steps[-1]}); the demo's network, "
+        "dropout 0")
   names = "ABCDEFGH"[:len(settings)]
   for name, flags in zip(names, settings):
     print(f"  {name}: XLA_FLAGS={flags}")

@@ -1,9 +1,9 @@
 """Numerics of one train step of the tiny CNN on XLA CPU: float32 under three settings of
 `--xla_cpu_experimental_ynn_fusion_type` against float64 runs of the same step. "fer_jax"
 (fer_jax.CPU_XLA_FLAG, what fer_jax sets at import: `=-individual_convolution`, convolutions on
-Eigen, dots and reductions on YNNPACK); "xla_default" (fer_jax.YNN_DEFAULT: YNNPACK convolutions, dots and
-reductions); "ynn_reduce_only" (fer_jax.YNN_REDUCE, `=reduce`: YNNPACK reductions only, the flag
-issue 12 first asked about).
+Eigen, dots and reductions on YNNPACK); "xla_default" (fer_jax.YNN_DEFAULT: YNNPACK convolutions,
+dots and reductions); "ynn_reduce_only" (fer_jax.YNN_REDUCE, `=reduce`: YNNPACK reductions only, the
+flag issue 12 first asked about).
 
 Each float32 run is its own process (XLA reads XLA_FLAGS at backend init): the same initial weights
 (seed; checked equal), the same uint8 batch, one forward (train mode: BatchNorm batch statistics)
@@ -13,24 +13,23 @@ with that run's decisions (ReLU as a mask, max pool as the recorded tap). Withou
 pre-activation within rounding of 0 or a near-tie in a max-pool window can go the other way in
 float64 and route a gradient elsewhere: an O(1) change at one position, ~1e-3 to 1e-2 of a whole
 gradient tensor below it, in any float32 run under any setting (measured). The replay leaves
-summation as the only difference (measured: 1 or 2 flips per run).
-Compared per tensor, norm-wise: rel = ||a - a64|| / ||a64||, for the loss, every parameter
-gradient and every BN batch mean and variance.
+summation as the only difference (measured: 1 or 2 flips per run). Compared per tensor, norm-wise:
+rel = ||a - a64|| / ||a64||, for the loss, every parameter gradient and every BN batch mean and
+variance.
 
 Tolerance, from float32 summation. A float32 sum of n terms is off by ~sqrt(n) u (u = 2^-24 = 6e-8;
 worst case n u) times its condition number sum|x| / |sum x|; reordering a sum only changes which
-roundings happen. The largest sums here (BN statistics and weight gradients of the first conv)
-have n = 16 * 37 * 37 = 21,904: sqrt(n) u = 9e-6, and ~30 layers chain them: 1e-4 (measured
-2026-12-04, worst tensor / median: fer_jax 9.8e-6 / 2.4e-6, xla_default 1.1e-5 / 2.2e-6,
-ynn_reduce_only 1.0e-5 / 2.4e-6; XLA's own reductions, `=-reduce`, were less accurate: 1.1e-4 /
-2e-5, in the BN gradients of IR-C, whose 1x1 maps give BN sums of 16 terms with heavy cancellation). A
-wrong kernel (a dropped or doubled block of a reduction, a bad accumulator, a race) is off by the
-block's share of the sum, >= 1e-2 for one 256-term block of 21,904
-(test_tolerance_catches_a_dropped_block).
+roundings happen. The largest sums here (BN statistics and weight gradients of the first conv) have
+n = 16 * 37 * 37 = 21,904: sqrt(n) u = 9e-6, and ~30 layers chain them: 1e-4 (measured 2026-12-04,
+worst tensor / median: fer_jax 9.8e-6 / 2.4e-6, xla_default 1.1e-5 / 2.2e-6, ynn_reduce_only 1.0e-5
+/ 2.4e-6; XLA's own reductions, `=-reduce`, were less accurate: 1.1e-4 / 2e-5, in the BN gradients
+of IR-C, whose 1x1 maps give BN sums of 16 terms with heavy cancellation). A wrong kernel (a dropped
+or doubled block of a reduction, a bad accumulator, a race) is off by the block's share of the sum,
+>= 1e-2 for one 256-term block of 21,904 (test_tolerance_catches_a_dropped_block).
 
 test_reductions_match_numpy checks the reduce kernels themselves, YNNPACK's (`=reduce`) and XLA's
-own (`=-reduce`), against numpy: sums within the worst-case bound of any summation order, max / min /
-argmax / any / all exact.
+own (`=-reduce`), against numpy: sums within the worst-case bound of any summation order, max / min
+/ argmax / any / all exact.
 """
 import os
 import subprocess
@@ -262,13 +261,12 @@ def _run(dtype, xla_flags, out, replay_paths=()):
 def runs(tmp_path_factory):
   """{name: (float32 results, float64 results with its decisions, flips)}."""
   tmp = tmp_path_factory.mktemp("numerics")
-  names = SETTINGS
   f32 = {name: _run("float32", flags, tmp / f"{i}.npz") for i, (name, flags) in
-         enumerate(names.items())}
+         enumerate(SETTINGS.items())}
   f64 = _run("float64", fer_jax.CPU_XLA_FLAG, tmp / "float64.npz",
-             [tmp / f"{i}.npz" for i in range(len(names))])
+             [tmp / f"{i}.npz" for i in range(len(SETTINGS))])
   out = {}
-  for i, name in enumerate(names):
+  for i, name in enumerate(SETTINGS):
     ref = {k.split("/", 1)[1]: v for k, v in f64.items() if k.startswith(f"{i}/")}
     out[name] = (f32[name], ref, int(ref.pop("flips")))
   inits = {k for k in f64 if k.startswith("init/")}
