@@ -17,8 +17,7 @@ steps (momentum 0.9, learning rate 0.01) on fixed random batches of the demo's s
 (jax x64) and once in float32 per setting (--flags, --off_flags, --more_flags); prints, at steps 1
 to --steps, each float32 run's relative parameter distance to the float64 run and its loss. A
 setting that computes worse than another drifts from float64 sooner; settings that only sum in
-another
-order drift alike (tests/test_numerics.py checks one step against float64). About 3 CPU-minutes.
+another order drift alike (tests/test_numerics.py checks one step against float64). About 3 CPU-minutes.
 """
 import argparse
 import json
