@@ -2,6 +2,7 @@
 
   python -m bench.backbone                 # --mode=cpu: input 107, width 0.25; prints ours/torch
   python -m bench.backbone --input_size=75 --width=0.125 --batch=32   # the demo's network
+  python -m bench.backbone --glibc_malloc  # + both sides under glibc's default malloc settings
   python -m bench.backbone --mode=gpu      # 299x299 bfloat16 batch 128, 1/1/1: images/s and MFU
   python -m bench.backbone --mode=gpu --max_batch   # + the largest batch that fits, and its images/s
 
@@ -14,7 +15,11 @@ drifts, and rounds timed back to back see about the same load. CPU time per step
 is printed beside: on an oversubscribed machine PyTorch's OpenMP threads spin at barriers, so its
 wall time collapses first. Both sides run --threads threads
 (XLA's CPU thread pool is sized by the CPUs the process may use: set by sched_setaffinity; torch:
-set_num_threads) and flush denormals (XLA CPU does by default; torch.set_flush_denormal).
+set_num_threads) and flush denormals (XLA CPU does by default; torch.set_flush_denormal). Both sides
+import fer_jax, so both run under its glibc malloc settings (fer_jax/malloc_settings.py: freed
+buffers are reused, not unmapped and faulted in again every step); --glibc_malloc adds a jax and a
+torch side with glibc's own settings, each jax side's ratio taken against the torch side under the
+same malloc.
 
 --mode=gpu: the same step on one GPU in bfloat16 (ours: model.dtype bfloat16, float32 parameters;
 PyTorch: autocast to bfloat16, channels_last, cudnn.benchmark), both sides timed the same way (the
@@ -37,6 +42,7 @@ import sys
 import time
 
 import fer_jax
+from fer_jax import malloc_settings
 
 # Peak dense bfloat16 FLOP/s by jax device_kind (prefix match); override with --peak_flops.
 PEAK_BF16_FLOPS = {"NVIDIA H100 PCIe": 756e12, "NVIDIA H100": 989e12, "NVIDIA H200": 989e12,
@@ -205,9 +211,12 @@ def run_torch(a):
 class _Worker:
   """A side in its own process: ready info, then one timed round per run()."""
 
-  def __init__(self, name, side, argv, xla_flags=None, omp_passive=False):
+  def __init__(self, name, side, argv, xla_flags=None, omp_passive=False, glibc_malloc=False):
     self.name, self.seconds, self.cpu_seconds = name, [], []
+    self.glibc_malloc = glibc_malloc
     env = dict(os.environ)
+    if glibc_malloc:  # fer_jax's import leaves glibc's malloc settings as they are.
+      env[malloc_settings.OPT_OUT] = "0"
     if omp_passive:  # OpenMP threads sleep at barriers instead of spinning.
       env["OMP_WAIT_POLICY"] = "PASSIVE"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -263,6 +272,9 @@ def main():
   p.add_argument("--torch_channels_last", action="store_true", help="NHWC memory format in torch")
   p.add_argument("--torch_passive", action="store_true",
                  help="OMP_WAIT_POLICY=PASSIVE for torch (a shared, oversubscribed machine)")
+  p.add_argument("--glibc_malloc", action="store_true",
+                 help="also a jax and a torch side with glibc's own malloc settings (fer_jax's "
+                 "import sets its own, fer_jax/malloc_settings.py; cpu mode)")
   p.add_argument("--profile", default="", help="jax side: write a jax.profiler trace here and "
                  "print its per-op summary")
   p.add_argument("--worker", choices=["jax", "torch"], help=argparse.SUPPRESS)
@@ -286,9 +298,14 @@ def main():
     for flags in filter(None, a.compare_flags.split(";")):
       name = "XLA's default" if flags == fer_jax.YNN_DEFAULT else flags.replace("--xla_cpu_", "")
       workers.append(_Worker(f"jax {name}", "jax", argv, flags))
+  if a.glibc_malloc and a.mode == "cpu":
+    workers.append(_Worker("jax, glibc malloc", "jax", argv, glibc_malloc=True))
   if not a.no_torch:
-    workers.append(_Worker("torch" + " OMP_WAIT_POLICY=PASSIVE" * a.torch_passive, "torch", argv,
-                           omp_passive=a.torch_passive))
+    torch_name = "torch" + " OMP_WAIT_POLICY=PASSIVE" * a.torch_passive
+    if a.glibc_malloc:
+      workers.append(_Worker(torch_name + ", glibc malloc", "torch", argv,
+                             omp_passive=a.torch_passive, glibc_malloc=True))
+    workers.append(_Worker(torch_name, "torch", argv, omp_passive=a.torch_passive))
   for r in range(a.rounds):
     for w in (workers if r % 2 == 0 else workers[::-1]):
       w.run()
@@ -328,12 +345,17 @@ def main():
 
 
 def _print_ratios(workers, theirs):
-  for w in workers[:-1]:
-    ratios = sorted(t / o for o, t in zip(w.seconds, theirs.seconds))
-    print(f"ratio {w.name} / torch images/s: median {statistics.median(ratios):.2f}x over "
+  """Each jax side against the torch side under the same malloc settings."""
+  torch_sides = {w.glibc_malloc: w for w in workers if w.name.startswith("torch")}
+  for w in workers:
+    if w.name.startswith("torch") or w is theirs:
+      continue
+    peer = torch_sides.get(w.glibc_malloc, theirs)
+    ratios = sorted(t / o for o, t in zip(w.seconds, peer.seconds))
+    print(f"ratio {w.name} / {peer.name} images/s: median {statistics.median(ratios):.2f}x over "
           f"{len(ratios)} rounds (min {ratios[0]:.2f}x, max {ratios[-1]:.2f}x); CPU time per step "
-          f"torch / ours: "
-          f"{statistics.median(theirs.cpu_seconds) / statistics.median(w.cpu_seconds):.2f}x")
+          f"{peer.name} / {w.name}: "
+          f"{statistics.median(peer.cpu_seconds) / statistics.median(w.cpu_seconds):.2f}x")
 
 
 def _find_max_batch(a, argv, info):

@@ -31,8 +31,15 @@ Why (measured 2026-12-04 on a 2-core CPU, each setting in its own process):
 Other settings: `=reduce` (YNN_REDUCE: YNNPACK reductions only, dots and convolutions to Eigen) is
 as fast at the bench's size but slower at the demo's network (YNNPACK dots win there); `=-reduce`
 (YNN_NO_REDUCE: XLA's own reductions) is less accurate in one step (tests/test_numerics.py).
+
+malloc settings, also set at import (fer_jax/malloc_settings.py has the why and the figures): glibc
+keeps freed buffers for reuse instead of unmapping them, so XLA CPU's per-step buffers stop costing
+a page fault per 4 KiB page every step (1.3x on the train step at bench/backbone.py's size).
+`MALLOC_APPLIED` holds what was set; FER_JAX_TUNE_MALLOC=0 leaves malloc as it is.
 """
 import os
+
+from fer_jax import malloc_settings
 
 YNN_FLAG = "xla_cpu_experimental_ynn_fusion_type"
 CPU_XLA_FLAG = f"--{YNN_FLAG}=-individual_convolution"  # What fer_jax sets (see above).
@@ -42,3 +49,5 @@ YNN_NO_REDUCE = f"--{YNN_FLAG}=-reduce"  # XLA's default less YNNPACK reductions
 
 if YNN_FLAG not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + CPU_XLA_FLAG).strip()
+
+MALLOC_APPLIED = malloc_settings.apply()  # {mallopt parameter: value} glibc accepted.

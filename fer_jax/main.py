@@ -13,6 +13,9 @@ from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+import fer_jax  # noqa: E402  # Its import sets the XLA CPU flag and the malloc settings.
+from fer_jax import malloc_settings  # noqa: E402
+
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, results.json and report.md are written.")
@@ -52,9 +55,10 @@ def main(argv):
     distributed = int(os.environ.get("SLURM_NTASKS", "1")) > 1
   if distributed:
     jax.distributed.initialize()  # Reads coordinator, process count and id from SLURM.
-  logging.info("JAX process %d/%d, local devices %s, all devices %d; XLA_FLAGS %r.",
+  logging.info("JAX process %d/%d, local devices %s, all devices %d; XLA_FLAGS %r; malloc %s.",
                jax.process_index(), jax.process_count(), jax.local_devices(), jax.device_count(),
-               os.environ.get("XLA_FLAGS", ""))
+               os.environ.get("XLA_FLAGS", ""),
+               fer_jax.MALLOC_APPLIED or f"as it was ({malloc_settings.why_skipped()})")
   logging.info("Config:\n%s", FLAGS.config)
   try:
     config_validation.validate(FLAGS.config, num_devices=jax.device_count(),
