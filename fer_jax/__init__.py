@@ -13,7 +13,9 @@ Why (measured 2026-12-04 on a 2-core CPU, each setting in its own process):
   input-gradient and weight-gradient convolutions to YNNPACK, whose kernels are slower than Eigen's
   here (the weight-gradient ones most). Train step, 11 interleaved rounds: input 107, width 0.25,
   batch 16: 208 vs 184 images/s (PyTorch 221: 0.96x vs 0.81x); the demo's network (input 75, width
-  0.125, batch 32): 998 vs 859 images/s (PyTorch 749: 1.32x vs 1.24x).
+  0.125, batch 32): 998 vs 859 images/s (PyTorch 749: 1.32x vs 1.24x). Again under the malloc
+  settings below (both sides, `python -m bench.backbone --glibc_malloc`): 331 vs 278 and 1,096 vs
+  1,044 images/s.
 - It computes as well: one train step is as close to float64 as XLA's default
   (tests/test_numerics.py: worst tensor 9.8e-6 vs 1.1e-5, median 2.4e-6 vs 2.2e-6), and over 300 SGD
   steps of the demo's network its parameters drift from the float64 run exactly as the default's do
