@@ -57,8 +57,8 @@ def main(argv):
     jax.distributed.initialize()  # Reads coordinator, process count and id from SLURM.
   logging.info("JAX process %d/%d, local devices %s, all devices %d; XLA_FLAGS %r; malloc %s.",
                jax.process_index(), jax.process_count(), jax.local_devices(), jax.device_count(),
-               os.environ.get("XLA_FLAGS", ""),
-               fer_jax.MALLOC_APPLIED or f"as it was ({malloc_settings.why_skipped() or 'not glibc'})")
+               os.environ.get("XLA_FLAGS", ""), fer_jax.MALLOC_APPLIED
+               or f"as it was ({malloc_settings.why_skipped() or 'not glibc'})")
   logging.info("Config:\n%s", FLAGS.config)
   try:
     config_validation.validate(FLAGS.config, num_devices=jax.device_count(),

@@ -1,11 +1,12 @@
 """glibc malloc settings fer_jax applies at import: freed buffers stay in the process for reuse.
 
-XLA CPU allocates every execution's buffers (a train step's temporaries: 58 MB at bench/backbone.py's
-size, input 107, width 0.25, batch 16) with malloc and frees them when the step ends. glibc serves a
-request above its mmap threshold (dynamic, at most 32 MB) with a fresh mmap and unmaps it on free,
-and shrinks a thread's heap once more than M_TOP_PAD (128 KiB) is free at its top; either way the
-next step touches new pages, and the kernel zero-fills each on its first write: ~15,000 minor page
-faults and ~30 ms of system time in a 65 ms step on 2 cores (measured 2026-12-04, getrusage per step).
+XLA CPU allocates every execution's buffers (a train step's temporaries: 58 MB at the size of
+bench/backbone.py, input 107, width 0.25, batch 16) with malloc and frees them when the step ends.
+glibc serves a request above its mmap threshold (dynamic, at most 32 MB) with a fresh mmap and
+unmaps it on free, and shrinks a thread's heap once more than M_TOP_PAD (128 KiB) is free at its
+top; either way the next step touches new pages, and the kernel zero-fills each on its first write:
+~15,000 minor page faults and ~30 ms of system time in a 65 ms step on 2 cores (measured 2026-12-04,
+getrusage per step).
 With SETTINGS below the step reuses its pages: 0 faults, ~1 ms system time, 48-51 ms a step
 (1.3-1.4x). PyTorch pays the same toll (4,500 faults, 66 -> 59 ms a step with these settings), so
 bench/backbone.py runs both sides under them (its torch worker imports fer_jax too).
@@ -29,7 +30,7 @@ import os
 SETTINGS = {"M_MMAP_THRESHOLD": (-3, 1 << 30), "M_TRIM_THRESHOLD": (-1, 1 << 30),
             "M_TOP_PAD": (-2, 64 << 20)}
 OPT_OUT = "FER_JAX_TUNE_MALLOC"  # =0: leave malloc as it is.
-_ENV_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
+ENV_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
                  "MALLOC_MMAP_MAX_", "MALLOC_ARENA_MAX")
 
 
@@ -39,7 +40,7 @@ def why_skipped(environ=os.environ) -> str | None:
     return f"{OPT_OUT}=0"
   if "glibc.malloc." in environ.get("GLIBC_TUNABLES", ""):
     return "GLIBC_TUNABLES sets malloc tunables"
-  if named := [k for k in _ENV_SETTINGS if k in environ]:
+  if named := [k for k in ENV_SETTINGS if k in environ]:
     return f"{named[0]} is set"
   return None
 

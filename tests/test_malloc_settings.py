@@ -32,7 +32,7 @@ print(json.dumps({"applied": fer_jax.MALLOC_APPLIED, "faults_per_call": faults,
 
 def _probe(**env_overrides):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, **env_overrides)
-  for name in (malloc_settings.OPT_OUT, "GLIBC_TUNABLES") + malloc_settings._ENV_SETTINGS:  # pylint: disable=protected-access
+  for name in (malloc_settings.OPT_OUT, "GLIBC_TUNABLES") + malloc_settings.ENV_SETTINGS:
     if name not in env_overrides:
       env.pop(name, None)
   proc = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=ROOT, capture_output=True,
