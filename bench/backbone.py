@@ -212,7 +212,7 @@ class _Worker:
   """A side in its own process: ready info, then one timed round per run()."""
 
   def __init__(self, name, side, argv, xla_flags=None, omp_passive=False, glibc_malloc=False):
-    self.name, self.seconds, self.cpu_seconds = name, [], []
+    self.name, self.side, self.seconds, self.cpu_seconds = name, side, [], []
     self.glibc_malloc = glibc_malloc
     env = dict(os.environ)
     if glibc_malloc:  # fer_jax's import leaves glibc's malloc settings as they are.
@@ -346,9 +346,9 @@ def main():
 
 def _print_ratios(workers, theirs):
   """Each jax side against the torch side under the same malloc settings."""
-  torch_sides = {w.glibc_malloc: w for w in workers if w.name.startswith("torch")}
+  torch_sides = {w.glibc_malloc: w for w in workers if w.side == "torch"}
   for w in workers:
-    if w.name.startswith("torch") or w is theirs:
+    if w.side == "torch" or w is theirs:
       continue
     peer = torch_sides.get(w.glibc_malloc, theirs)
     ratios = sorted(t / o for o, t in zip(w.seconds, peer.seconds))

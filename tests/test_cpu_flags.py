@@ -1,11 +1,7 @@
 """The XLA CPU flag fer_jax sets at import (fer_jax/__init__.py): set once, respected, effective."""
-import os
-import subprocess
-import sys
-
 import fer_jax
+import fresh_python
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # One stride-2 convolution of the stem's size (YNNPACK takes convolutions of this size, not tiny
 # ones) and one matmul, compiled after `import fer_jax`; prints XLA_FLAGS and where each one ran.
 PROBE = """
@@ -20,14 +16,8 @@ print("conv on YNNPACK:", "__ynn_fusion" in hlo, "dot on YNNPACK:", "ynn" in dot
 
 
 def _probe(xla_flags):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-  env.pop("XLA_FLAGS", None)
-  if xla_flags is not None:
-    env["XLA_FLAGS"] = xla_flags
-  proc = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=ROOT, capture_output=True,
-                        text=True, check=False)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return proc.stdout.strip().splitlines()[-2:]
+  env = None if xla_flags is None else {"XLA_FLAGS": xla_flags}
+  return fresh_python.run(["-c", PROBE], env=env, unset=["XLA_FLAGS"]).strip().splitlines()[-2:]
 
 
 def test_import_sets_the_flag_and_convolutions_leave_ynnpack():

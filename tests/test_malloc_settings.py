@@ -2,15 +2,13 @@
 jitted computation reuse its buffers instead of faulting in fresh pages every call; skipped when the
 process chose its own settings."""
 import json
-import os
-import subprocess
 import sys
 
 import pytest
 
 from fer_jax import malloc_settings
+import fresh_python
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A jitted op whose 48 MiB output (above glibc's largest dynamic mmap threshold, 32 MiB) is freed
 # after each call; minor page faults per call once the process's heaps have warmed up.
 PROBE = """
@@ -30,15 +28,9 @@ print(json.dumps({"applied": fer_jax.MALLOC_APPLIED, "faults_per_call": faults,
 """
 
 
-def _probe(**env_overrides):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, **env_overrides)
-  for name in (malloc_settings.OPT_OUT, "GLIBC_TUNABLES") + malloc_settings.ENV_SETTINGS:
-    if name not in env_overrides:
-      env.pop(name, None)
-  proc = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=ROOT, capture_output=True,
-                        text=True, check=False)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+def _probe(**env):
+  unset = (malloc_settings.OPT_OUT, "GLIBC_TUNABLES") + malloc_settings.ENV_SETTINGS
+  return json.loads(fresh_python.run(["-c", PROBE], env=env, unset=unset).strip().splitlines()[-1])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc (Linux)")

@@ -31,16 +31,14 @@ test_reductions_match_numpy checks the reduce kernels themselves, YNNPACK's (`=r
 own (`=-reduce`), against numpy: sums within the worst-case bound of any summation order, max / min
 / argmax / any / all exact.
 """
-import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 import fer_jax
+import fresh_python
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 YNN_REDUCE, YNN_NO_REDUCE = fer_jax.YNN_REDUCE, fer_jax.YNN_NO_REDUCE
 SETTINGS = {"fer_jax": fer_jax.CPU_XLA_FLAG, "xla_default": fer_jax.YNN_DEFAULT,
             "ynn_reduce_only": YNN_REDUCE}
@@ -213,11 +211,7 @@ def test_reductions_match_numpy(tmp_path, flags):
   # kernel that drops or doubles more than (n - 1) u of the terms' mass (one 256-term block of 4,096:
   # 6e-2 vs 2e-4) exceeds; max, min, argmax (first maximum on ties), any, all: exact.
   out = tmp_path / "reductions.npz"
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags,
-             PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  proc = subprocess.run([sys.executable, __file__, "reductions", str(out)], env=env, cwd=ROOT,
-                        capture_output=True, text=True, check=False)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  fresh_python.run([__file__, "reductions", str(out)], env={"XLA_FLAGS": flags})
   with np.load(out) as f:
     got = dict(f)
   u = 2.0**-24
@@ -248,11 +242,7 @@ def test_reductions_match_numpy(tmp_path, flags):
 
 
 def _run(dtype, xla_flags, out, replay_paths=()):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags,
-             PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  proc = subprocess.run([sys.executable, __file__, dtype, str(out)] + list(replay_paths), env=env,
-                        cwd=ROOT, capture_output=True, text=True, check=False)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  fresh_python.run([__file__, dtype, str(out), *replay_paths], env={"XLA_FLAGS": xla_flags})
   with np.load(out) as f:
     return dict(f)
 
